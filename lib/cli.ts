@@ -1,0 +1,54 @@
+// `workspace-sandbox <command>`: dispatch to the programs. Each program's module is loaded only
+// when its command runs, so `agent` does not pay for the webhook's dependencies.
+import { PRODUCT } from './constants.ts';
+import { VERSION } from './version.ts';
+
+export interface Command {
+  summary: string;
+  load: () => Promise<{ main: (argv: string[]) => Promise<number | void> }>;
+}
+
+export const COMMANDS: Record<string, Command> = {};
+
+const MIN_NODE_MAJOR = 24;
+
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length), 8);
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+  return [
+    `Usage: ${PRODUCT} <command> [options]`,
+    '',
+    'Commands:',
+    ...lines,
+    '',
+    'Options:',
+    `  ${'--help'.padEnd(width)}  show this help, or a command's with '<command> --help'`,
+    `  ${'--version'.padEnd(width)}  print the version`,
+    '',
+    'Each program is configured by environment variables; see its --help.',
+  ].join('\n');
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const major = Number(process.versions.node.split('.')[0]);
+  if (major < MIN_NODE_MAJOR) {
+    process.stderr.write(`${PRODUCT} needs Node.js ${MIN_NODE_MAJOR} or newer; this is ${process.version}.\n`);
+    return 1;
+  }
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(`${usage()}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === '-v') {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`${PRODUCT}: unknown command '${name}'\n\n${usage()}\n`);
+    return 2;
+  }
+  const mod = await command.load();
+  return (await mod.main(rest)) ?? 0;
+}

@@ -1,0 +1,49 @@
+// Every name, port and path that two programs, the manifests or the backend agree on.
+// Manifests are cross-checked against this module in tests: change a value here, not there.
+
+export const PRODUCT = 'workspace-sandbox';
+export const PREFIX = 'workspace-sandbox.io/';
+
+export const LABEL_INJECTION = `${PREFIX}injection`;
+export const LABEL_INJECTION_ENABLED = 'enabled';
+export const LABEL_WORKSPACE = `${PREFIX}workspace`;
+
+export const ANNOTATION_STATUS = `${PREFIX}status`;
+export const ANNOTATION_RUNTIME = `${PREFIX}runtime`;
+export const ANNOTATION_ALLOWED_DOMAINS = `${PREFIX}allowed-domains`;
+export const ANNOTATION_TTL_SECONDS = `${PREFIX}ttl-seconds`;
+
+export const CONTAINER_PROXY = 'credential-proxy';
+export const CONTAINER_WORKSPACE = 'workspace';
+
+export const PORTS = Object.freeze({
+  proxy: 8080,
+  agent: 8081,
+  proxyAdmin: 8082,
+  webhook: 8443,
+  webhookMetrics: 9090,
+});
+
+export const PROXY_LOOPBACK_HOST = '127.0.0.1';
+export const PROXY_URL = `http://${PROXY_LOOPBACK_HOST}:${PORTS.proxy}`;
+
+export const SHARED_DIR = '/var/run/workspace-sandbox';
+export const CA_CERT_FILE = 'ca.crt';
+export const CA_BUNDLE_FILE = 'ca-bundle.crt';
+
+export const WEBHOOK_PATHS = Object.freeze({ mutate: '/mutate', healthz: '/healthz', readyz: '/readyz', metrics: '/metrics' });
+export const PROXY_ADMIN_PATHS = Object.freeze({ healthz: '/healthz', readyz: '/readyz', metrics: '/metrics', rules: '/rules' });
+export const AGENT_PATHS = Object.freeze({ health: '/health', execute: '/execute', files: '/files' });
+
+/** Header on every proxy denial so a person reading curl's output learns why. */
+export const HEADER_DENY_REASON = 'X-Workspace-Sandbox-Deny-Reason';
+
+/** Header names whose values are credentials: redacted from every log line. */
+export const SECRET_HEADERS = Object.freeze([
+  'authorization',
+  'proxy-authorization',
+  'x-api-key',
+  'cookie',
+  'set-cookie',
+  'x-amz-security-token',
+]);

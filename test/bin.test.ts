@@ -1,0 +1,42 @@
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import pkg from '../package.json' with { type: 'json' };
+import { COMMANDS } from '../lib/cli.ts';
+
+const BIN = fileURLToPath(new URL('../bin/workspace-sandbox.ts', import.meta.url));
+
+function run(...args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+t.test('--version prints the package version', async (t) => {
+  const r = run('--version');
+  t.equal(r.code, 0);
+  t.equal(r.stdout.trim(), pkg.version);
+});
+
+t.test('--help lists the commands', async (t) => {
+  const r = run('--help');
+  t.equal(r.code, 0);
+  t.match(r.stdout, /Usage: workspace-sandbox <command>/);
+  for (const name of Object.keys(COMMANDS)) t.match(r.stdout, new RegExp(`\\n  ${name}\\s`), name);
+});
+
+t.test('no command prints usage and exits 2; an unknown one names it', async (t) => {
+  const none = run();
+  t.equal(none.code, 2);
+  t.match(none.stdout, /Usage:/);
+  const bad = run('frobnicate');
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /unknown command 'frobnicate'/);
+});
+
+t.test('every command has its own --help', async (t) => {
+  for (const name of Object.keys(COMMANDS)) {
+    const r = run(name, '--help');
+    t.equal(r.code, 0, `${name} --help exits 0`);
+    t.match(r.stdout, new RegExp(`workspace-sandbox ${name}`), `${name} --help names itself`);
+  }
+});
