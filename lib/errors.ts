@@ -23,6 +23,10 @@ export const ERROR_STATUS = Object.freeze({
   WS_ERR_GATEWAY_TIMEOUT: 504,
   WS_ERR_TLS: 500,
   WS_ERR_USAGE: 400,
+  // agent: a path that leaves the workspace root, a command that cannot start, a malformed tar upload
+  WS_ERR_PATH_ESCAPE: 400,
+  WS_ERR_SPAWN_FAILED: 400,
+  WS_ERR_INVALID_TAR: 400,
 } as const);
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

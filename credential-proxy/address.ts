@@ -1,0 +1,136 @@
+// Address classification for the SSRF guard. An address is `public` only when it is global
+// unicast; everything else has a named class so a denial says why. IPv6 forms that embed or
+// translate to IPv4 (mapped, compatible, NAT64, 6to4, Teredo) are denied outright: checking the
+// embedded IPv4 would still leave the translator deciding where the bytes go.
+// Ranges: IANA IPv4/IPv6 Special-Purpose Address Registries (RFC 6890 and updates).
+import { isIP } from 'node:net';
+
+export type AddressClass =
+  | 'public' | 'unspecified' | 'loopback' | 'private' | 'link-local' | 'cgnat' | 'multicast' | 'broadcast'
+  | 'reserved' | 'documentation' | 'benchmarking' | 'this-network' | 'ietf-protocol'
+  | 'ula' | 'site-local' | 'ipv4-mapped' | 'ipv4-compatible' | 'nat64' | '6to4' | 'teredo' | 'discard' | 'invalid';
+
+export interface Classified {
+  readonly address: string;
+  readonly family: 4 | 6;
+  readonly class: AddressClass;
+  readonly public: boolean;
+}
+
+function v4ToInt(address: string): number {
+  const parts = address.split('.').map(Number);
+  return ((parts[0]! << 24) >>> 0) + (parts[1]! << 16) + (parts[2]! << 8) + parts[3]!;
+}
+
+function cidr4(base: string, bits: number): [number, number] {
+  const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
+  return [(v4ToInt(base) & mask) >>> 0, mask];
+}
+
+const V4_RANGES: [[number, number], AddressClass][] = [
+  [cidr4('0.0.0.0', 32), 'unspecified'],
+  [cidr4('0.0.0.0', 8), 'this-network'],
+  [cidr4('10.0.0.0', 8), 'private'],
+  [cidr4('100.64.0.0', 10), 'cgnat'],
+  [cidr4('127.0.0.0', 8), 'loopback'],
+  // Includes 169.254.169.254 (cloud metadata) and 169.254.170.23 (EKS Pod Identity agent).
+  [cidr4('169.254.0.0', 16), 'link-local'],
+  [cidr4('172.16.0.0', 12), 'private'],
+  [cidr4('192.0.0.0', 24), 'ietf-protocol'],
+  [cidr4('192.0.2.0', 24), 'documentation'],
+  [cidr4('192.88.99.0', 24), 'reserved'], // deprecated 6to4 relay anycast
+  [cidr4('192.168.0.0', 16), 'private'],
+  [cidr4('198.18.0.0', 15), 'benchmarking'],
+  [cidr4('198.51.100.0', 24), 'documentation'],
+  [cidr4('203.0.113.0', 24), 'documentation'],
+  [cidr4('224.0.0.0', 4), 'multicast'],
+  [cidr4('255.255.255.255', 32), 'broadcast'],
+  [cidr4('240.0.0.0', 4), 'reserved'],
+];
+
+export function classifyIPv4(address: string): AddressClass {
+  const n = v4ToInt(address);
+  for (const [[base, mask], cls] of V4_RANGES) if (((n & mask) >>> 0) === base) return cls;
+  return 'public';
+}
+
+/** Eight 16-bit groups; handles `::` and a trailing dotted IPv4. Input must pass isIP() === 6. */
+export function ipv6Groups(address: string): number[] {
+  let text = address.toLowerCase();
+  const zone = text.indexOf('%');
+  if (zone >= 0) text = text.slice(0, zone);
+  const lastColon = text.lastIndexOf(':');
+  const tail = text.slice(lastColon + 1);
+  if (tail.includes('.')) {
+    const n = v4ToInt(tail);
+    text = `${text.slice(0, lastColon + 1)}${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}`;
+  }
+  const [head, rest] = text.includes('::') ? text.split('::') as [string, string] : [text, undefined];
+  const h = head ? head.split(':').map((g) => parseInt(g, 16)) : [];
+  if (rest === undefined) return h;
+  const r = rest ? rest.split(':').map((g) => parseInt(g, 16)) : [];
+  return [...h, ...new Array<number>(8 - h.length - r.length).fill(0), ...r];
+}
+
+function prefixMatch(groups: number[], prefix: number[], bits: number): boolean {
+  for (let i = 0; bits > 0; i++, bits -= 16) {
+    const mask = bits >= 16 ? 0xffff : (0xffff << (16 - bits)) & 0xffff;
+    if (((groups[i]! ^ (prefix[i] ?? 0)) & mask) !== 0) return false;
+  }
+  return true;
+}
+
+const V6_RANGES: [number[], number, AddressClass][] = [
+  [[0, 0, 0, 0, 0, 0xffff], 96, 'ipv4-mapped'],
+  [[0x64, 0xff9b], 96, 'nat64'],
+  [[0x64, 0xff9b, 1], 48, 'nat64'], // local-use NAT64 (RFC 8215)
+  [[0x100], 64, 'discard'],
+  [[0x2001, 0xdb8], 32, 'documentation'],
+  [[0x2001], 32, 'teredo'],
+  [[0x2002], 16, '6to4'],
+  // fc00::/7 covers fd00:ec2::/32 (the EC2 IPv6 metadata and DNS endpoints).
+  [[0xfc00], 7, 'ula'],
+  [[0xfe80], 10, 'link-local'],
+  [[0xfec0], 10, 'site-local'],
+  [[0xff00], 8, 'multicast'],
+];
+
+export function classifyIPv6(address: string): AddressClass {
+  const g = ipv6Groups(address);
+  if (g.length !== 8) return 'invalid';
+  if (g.every((x) => x === 0)) return 'unspecified';
+  if (g.slice(0, 7).every((x) => x === 0) && g[7] === 1) return 'loopback';
+  // ::a.b.c.d (deprecated IPv4-compatible; also ::/96 in general).
+  if (g.slice(0, 6).every((x) => x === 0)) return 'ipv4-compatible';
+  for (const [prefix, bits, cls] of V6_RANGES) if (prefixMatch(g, prefix, bits)) return cls;
+  // Only global unicast (2000::/3) is public; the rest of the space is unassigned or special.
+  return (g[0]! & 0xe000) === 0x2000 ? 'public' : 'reserved';
+}
+
+/** Classifies a resolved address (a literal as the resolver returns it, no brackets). */
+export function classifyAddress(address: string): Classified {
+  const family = isIP(address);
+  if (family === 4) {
+    const cls = classifyIPv4(address);
+    return { address, family: 4, class: cls, public: cls === 'public' };
+  }
+  if (family === 6) {
+    const cls = classifyIPv6(address);
+    return { address, family: 6, class: cls, public: cls === 'public' };
+  }
+  return { address, family: 4, class: 'invalid', public: false };
+}
+
+/** True when `address` is one that reaches this host (loopback, unspecified, or a local interface). */
+export function isLocalAddress(address: string, localAddresses: ReadonlySet<string>): boolean {
+  const cls = classifyAddress(address).class;
+  if (cls === 'loopback' || cls === 'unspecified') return true;
+  if (localAddresses.has(address.toLowerCase())) return true;
+  // ::ffff:127.0.0.1 reaches the IPv4 loopback on dual-stack sockets.
+  if (cls === 'ipv4-mapped') {
+    const g = ipv6Groups(address);
+    const v4 = `${g[6]! >> 8}.${g[6]! & 0xff}.${g[7]! >> 8}.${g[7]! & 0xff}`;
+    return isLocalAddress(v4, localAddresses);
+  }
+  return false;
+}

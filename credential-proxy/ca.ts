@@ -1,0 +1,84 @@
+// The per-pod ephemeral CA that signs the leaves of intercepted hosts.
+//
+// Made at start, held only in this process: the key is never written anywhere, so a leaked
+// `ca.crt` lets nobody impersonate a host to this pod, and no other pod trusts it. The workspace
+// trusts it through the files written into the shared volume (the webhook points SSL_CERT_FILE,
+// REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, AWS_CA_BUNDLE, GIT_SSL_CAINFO at the bundle and
+// NODE_EXTRA_CA_CERTS at ca.crt).
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { rootCertificates } from 'node:tls';
+import { CA_BUNDLE_FILE, CA_CERT_FILE, PRODUCT } from '../lib/constants.ts';
+import { createCA, createKeyPairAsync, type CertificateAuthority } from '../lib/certs.ts';
+
+/** The webhook's pod deadline is 4 h; the CA outlives it a little so no leaf expires in a live pod. */
+export const CA_VALIDITY_MS = 4.5 * 3600_000;
+
+/** Where Linux distributions keep the system trust bundle (Debian/Alpine, RHEL/AL2023, others). */
+export const SYSTEM_BUNDLE_CANDIDATES = Object.freeze([
+  '/etc/ssl/certs/ca-certificates.crt',
+  '/etc/pki/tls/certs/ca-bundle.crt',
+  '/etc/ssl/cert.pem',
+]);
+
+export interface PodCAOptions {
+  /** Names the pod in the subject, so a person inspecting a chain sees whose CA it is. */
+  podName: string;
+  validityMs?: number;
+}
+
+export async function createPodCA(options: PodCAOptions): Promise<CertificateAuthority> {
+  const keyPair = await createKeyPairAsync(2048);
+  // CN is limited to 64 characters (RFC 5280 ub-common-name); pod names can be 253.
+  const commonName = `${PRODUCT} proxy CA ${options.podName}`.slice(0, 64);
+  return createCA({ commonName, organization: PRODUCT, validityMs: options.validityMs ?? CA_VALIDITY_MS, keyPair });
+}
+
+/**
+ * The trust bundle the workspace's tools use in place of the system one: the image's system bundle
+ * when there is one, else Node's bundled Mozilla roots (distroless images have no bundle).
+ */
+export function systemTrustBundle(candidates: readonly string[] = SYSTEM_BUNDLE_CANDIDATES): string {
+  for (const path of candidates) {
+    if (!existsSync(path)) continue;
+    try {
+      const text = readFileSync(path, 'utf8');
+      if (text.includes('-----BEGIN CERTIFICATE-----')) return text;
+    } catch {
+      // unreadable: try the next one
+    }
+  }
+  return rootCertificates.join('\n') + '\n';
+}
+
+export interface CAFiles {
+  readonly certFile: string;
+  readonly bundleFile: string;
+}
+
+/**
+ * Writes `ca.crt` and `ca-bundle.crt` into `dir`. Each appears whole or not at all (temp file in the
+ * same directory, then rename): a workspace process starting while the proxy restarts never reads
+ * half a bundle.
+ */
+export async function writeCAFiles(dir: string, caPem: string, systemBundle: string): Promise<CAFiles> {
+  await mkdir(dir, { recursive: true });
+  const certFile = join(dir, CA_CERT_FILE);
+  const bundleFile = join(dir, CA_BUNDLE_FILE);
+  const bundle = `${systemBundle.trimEnd()}\n\n# ${PRODUCT} per-pod proxy CA\n${caPem.trimEnd()}\n`;
+  await writeAtomically(certFile, caPem.trimEnd() + '\n');
+  await writeAtomically(bundleFile, bundle);
+  return { certFile, bundleFile };
+}
+
+async function writeAtomically(path: string, content: string): Promise<void> {
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  try {
+    await writeFile(tmp, content, { mode: 0o644 });
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}

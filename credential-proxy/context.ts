@@ -1,0 +1,24 @@
+// What the request handlers share: built once by createProxy, passed explicitly (no globals).
+import type { Logger } from 'pino';
+import type { AuditLog } from './audit.ts';
+import type { ProxyConfig } from './config.ts';
+import type { Interceptor } from './interception.ts';
+import type { ProxyMetrics } from './metrics.ts';
+import type { OwnListeners, Resolver } from './resolve.ts';
+import type { CompiledRule } from './rules.ts';
+
+export interface ProxyContext {
+  readonly config: ProxyConfig;
+  readonly logger: Logger;
+  readonly audit: AuditLog;
+  readonly metrics: ProxyMetrics;
+  readonly resolver: Resolver;
+  readonly own: OwnListeners;
+  readonly interceptor: Interceptor | undefined;
+  /** The effective rules now (env + file + global + this pod's), compiled. */
+  rules(): readonly CompiledRule[];
+  /** The admin listener's bound port (known after listen), for hints in refusals. */
+  readonly bound: { adminPort: number };
+  /** Open tunnels (plain and intercepted), against MAX_TUNNELS. */
+  readonly tunnels: { active: number };
+}

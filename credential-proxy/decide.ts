@@ -1,0 +1,117 @@
+// decide(target, rules): the whole egress policy as a pure function. No DNS, no sockets: the
+// address checks (SSRF guard) happen after a `tunnel`/`intercept` decision, on the resolved
+// addresses, in resolve.ts.
+import {
+  DEFAULT_CONNECT_PORT, DEFAULT_HTTP_PORT, hostMatches, normaliseHost,
+  type CompiledRule, type HostPattern, type Rule,
+} from './rules.ts';
+
+export type Action = 'tunnel' | 'intercept' | 'deny';
+
+export interface Target {
+  /** `connect`: a CONNECT tunnel (method/path invisible); `http`: a plain-HTTP request. */
+  kind: 'connect' | 'http';
+  /** The host as the client sent it (normalised here). */
+  host: string;
+  /** Absent: the default port of the kind (443 for CONNECT, 80 for plain HTTP). */
+  port?: number;
+  method?: string;
+  /** Path without the query string; only for `http` (and interception). */
+  path?: string;
+}
+
+export interface Decision {
+  action: Action;
+  ruleId?: string;
+  /** A short sentence a person can act on; also sent in X-Workspace-Sandbox-Deny-Reason. */
+  reason: string;
+  /** The normalised host (punycode, lower case) or the raw host when it could not be normalised. */
+  host: string;
+  port: number;
+  /** The matched rule, for tunnel/intercept. */
+  rule?: Rule;
+}
+
+/** Higher is more specific: an exact name beats any wildcard, a longer wildcard suffix beats a shorter one. */
+function specificity(patterns: readonly HostPattern[], host: string): number {
+  let best = -1;
+  for (const p of patterns) {
+    if (!hostMatches(p, host)) continue;
+    best = Math.max(best, p.kind === 'exact' ? Number.MAX_SAFE_INTEGER : p.suffix.length);
+  }
+  return best;
+}
+
+export function allowedPorts(rule: Rule, kind: Target['kind']): readonly number[] {
+  return rule.ports ?? [kind === 'connect' ? DEFAULT_CONNECT_PORT : DEFAULT_HTTP_PORT];
+}
+
+/** Dot segments (raw or percent-encoded) would let `/allowed/../secret` pass a prefix check. */
+const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
+
+/** Whether `path` (no query string) is allowed by `paths` (exact, or prefix when ending in `*`). */
+export function pathAllowed(paths: readonly string[] | undefined, path: string): boolean {
+  if (!paths) return true;
+  if (DOT_SEGMENT.test(path) || /%2f|%5c|\\/i.test(path)) return false;
+  return paths.some((p) => (p.endsWith('*') ? path.startsWith(p.slice(0, -1)) : path === p));
+}
+
+export function methodAllowed(methods: readonly string[] | undefined, method: string): boolean {
+  return !methods || methods.includes(method.toUpperCase());
+}
+
+export function decide(target: Target, rules: readonly CompiledRule[]): Decision {
+  const port = target.port ?? (target.kind === 'connect' ? DEFAULT_CONNECT_PORT : DEFAULT_HTTP_PORT);
+  const n = normaliseHost(target.host);
+  if (n.kind === 'invalid') return { action: 'deny', reason: `invalid host: ${n.reason}`, host: target.host, port };
+  if (n.kind === 'ip') {
+    return { action: 'deny', reason: 'IP addresses are never allowed: connect by host name', host: n.host, port };
+  }
+  const host = n.host;
+
+  // Candidates in order of preference: most specific host match, then rules that carry
+  // credentials (a credential rule for a host must not be shadowed by a plain allowlist entry),
+  // then rule order.
+  const candidates = rules
+    .map((r, index) => ({ r, index, spec: specificity(r.patterns, host) }))
+    .filter((c) => c.spec >= 0)
+    .sort((a, b) => (b.spec - a.spec)
+      || (Number(Boolean(b.r.rule.credentials)) - Number(Boolean(a.r.rule.credentials)))
+      || (a.index - b.index));
+  if (candidates.length === 0) return { action: 'deny', reason: `host ${host} is not in the allowlist`, host, port };
+
+  let firstMiss: string | undefined;
+  let firstMissRule: string | undefined;
+  for (const { r } of candidates) {
+    const rule = r.rule;
+    const miss = (reason: string) => {
+      if (firstMiss === undefined) {
+        firstMiss = reason;
+        firstMissRule = rule.id;
+      }
+    };
+    const ports = allowedPorts(rule, target.kind);
+    if (!ports.includes(port)) {
+      miss(`port ${port} is not allowed for ${host} (allowed: ${ports.join(', ')})`);
+      continue;
+    }
+    if (target.kind === 'http') {
+      if (rule.credentials) {
+        miss(`rule ${rule.id} injects credentials, which is only done over HTTPS: use https://${host}`);
+        continue;
+      }
+      const method = (target.method ?? 'GET').toUpperCase();
+      if (!methodAllowed(rule.methods, method)) {
+        miss(`method ${method} is not allowed for ${host}`);
+        continue;
+      }
+      if (!pathAllowed(rule.paths, target.path ?? '/')) {
+        miss(`path ${target.path ?? '/'} is not allowed for ${host}`);
+        continue;
+      }
+    }
+    const action: Action = rule.credentials && target.kind === 'connect' ? 'intercept' : 'tunnel';
+    return { action, ruleId: rule.id, reason: action === 'intercept' ? 'credential rule' : 'allowed', host, port, rule };
+  }
+  return { action: 'deny', ...(firstMissRule ? { ruleId: firstMissRule } : {}), reason: firstMiss!, host, port };
+}

@@ -1,0 +1,173 @@
+// Egress rules: the schema (zod), host normalisation and host-pattern parsing, and rule-set
+// validation that lists every problem at once. Pure: no I/O, so the admin API, the rules file
+// loader, the Redis store and decide() all agree on what a rule is.
+import { isIP } from 'node:net';
+import { domainToASCII } from 'node:url';
+import { z } from 'zod';
+import { WorkspaceSandboxError } from '../lib/errors.ts';
+import { problemsFromZod, type ConfigProblem } from '../lib/config.ts';
+import { credentialSpecSchema, redactCredentialSpec, type CredentialSpec } from './credential-spec.ts';
+
+export const DEFAULT_CONNECT_PORT = 443;
+export const DEFAULT_HTTP_PORT = 80;
+
+/** What a host string is once normalised. */
+export type NormalisedHost =
+  | { kind: 'name'; host: string }
+  | { kind: 'ip'; host: string; family: 4 | 6 }
+  | { kind: 'invalid'; reason: string };
+
+// A raw host may only hold what a DNS name or an IP literal can hold; anything else ('%', '@',
+// '/', spaces, control characters) is a parser-differential attempt, not a name. Non-ASCII letters
+// are allowed: IDN names arrive in Unicode from some clients.
+const HOST_CHARS = /^[\p{L}\p{M}\p{N}._-]+$/u;
+const MAX_HOST_LENGTH = 253;
+
+/**
+ * Lower-cases, drops one trailing dot, converts IDN to punycode, and recognises IP literals in
+ * every form the WHATWG host parser accepts (`127.1`, `0x7f.0.0.1`, `2130706433`, `[::1]`), so
+ * no spelling of an address can pass as a name.
+ */
+export function normaliseHost(raw: string): NormalisedHost {
+  if (raw.length === 0) return { kind: 'invalid', reason: 'empty host' };
+  if (raw.startsWith('[') && raw.endsWith(']')) {
+    const inner = raw.slice(1, -1);
+    if (isIP(inner) === 6) return { kind: 'ip', host: canonicalIPv6(inner), family: 6 };
+    return { kind: 'invalid', reason: 'malformed IPv6 literal' };
+  }
+  if (isIP(raw) === 6) return { kind: 'ip', host: canonicalIPv6(raw), family: 6 };
+  if (!HOST_CHARS.test(raw)) return { kind: 'invalid', reason: 'host contains characters a DNS name cannot hold' };
+  const trimmed = raw.endsWith('.') ? raw.slice(0, -1) : raw;
+  if (trimmed.length === 0 || trimmed.endsWith('.') || trimmed.startsWith('.') || trimmed.includes('..')) {
+    return { kind: 'invalid', reason: 'empty label in host' };
+  }
+  const ascii = domainToASCII(trimmed);
+  if (ascii === '') return { kind: 'invalid', reason: 'not a valid host name' };
+  if (isIP(ascii) === 4) return { kind: 'ip', host: ascii, family: 4 };
+  if (ascii.length > MAX_HOST_LENGTH) return { kind: 'invalid', reason: 'host name too long' };
+  if (ascii.split('.').some((label) => label.length > 63)) return { kind: 'invalid', reason: 'host label too long' };
+  return { kind: 'name', host: ascii.toLowerCase() };
+}
+
+/** `::FFFF:7F00:1` → `::ffff:7f00:1`: one spelling per address, through the URL serialiser. */
+function canonicalIPv6(address: string): string {
+  return new URL(`http://[${address}]/`).hostname.slice(1, -1);
+}
+
+/** A parsed host pattern: an exact name, or `*.suffix` matching every name below suffix (not suffix itself). */
+export type HostPattern = { kind: 'exact'; host: string } | { kind: 'wildcard'; suffix: string };
+
+export function parseHostPattern(raw: string): HostPattern | { kind: 'invalid'; reason: string } {
+  if (raw.startsWith('*.')) {
+    const rest = raw.slice(2);
+    if (rest.includes('*')) return { kind: 'invalid', reason: 'only one leading "*." is allowed' };
+    const n = normaliseHost(rest);
+    if (n.kind === 'invalid') return n;
+    if (n.kind === 'ip') return { kind: 'invalid', reason: 'a wildcard must be over a domain name, not an IP address' };
+    // `*.com` would open a whole TLD; require at least two labels under the wildcard.
+    if (!n.host.includes('.')) return { kind: 'invalid', reason: 'a wildcard needs at least two labels after "*." (e.g. *.example.com)' };
+    return { kind: 'wildcard', suffix: n.host };
+  }
+  if (raw.includes('*')) return { kind: 'invalid', reason: '"*" is only allowed as a whole leading label ("*.example.com")' };
+  const n = normaliseHost(raw);
+  if (n.kind === 'invalid') return n;
+  if (n.kind === 'ip') return { kind: 'invalid', reason: 'IP addresses are not allowed in rules: name the host' };
+  return { kind: 'exact', host: n.host };
+}
+
+export function hostMatches(pattern: HostPattern, host: string): boolean {
+  if (pattern.kind === 'exact') return pattern.host === host;
+  return host.length > pattern.suffix.length + 1 && host.endsWith(`.${pattern.suffix}`);
+}
+
+const METHOD = /^[A-Z]+$/;
+
+/** Paths are exact (`/v1/models`) or a prefix ending in `*` (`/model/*`); compared without the query string. */
+const pathPattern = z.string().min(1).refine((p) => p.startsWith('/'), 'must start with "/"')
+  .refine((p) => !p.slice(0, -1).includes('*'), '"*" is only allowed at the end')
+  .refine((p) => !/[?#]/.test(p), 'must not contain "?" or "#"');
+
+const hostPatternSchema = z.string().min(1, 'must not be empty').superRefine((value, ctx) => {
+  const parsed = parseHostPattern(value);
+  if (parsed.kind === 'invalid') ctx.addIssue({ code: 'custom', message: parsed.reason });
+});
+
+export const ruleSchema = z.object({
+  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:*-]{0,127}$/, 'must be 1-128 characters of letters, digits, ".", "_", ":", "*", "-"'),
+  hosts: z.array(hostPatternSchema).min(1, 'must name at least one host'),
+  ports: z.array(z.number().int().min(1, 'must be 1-65535').max(65535, 'must be 1-65535')).min(1).optional(),
+  methods: z.array(z.string().transform((m) => m.toUpperCase()).pipe(z.string().regex(METHOD, 'must be an HTTP method'))).min(1).optional(),
+  paths: z.array(pathPattern).min(1).optional(),
+  allowPrivate: z.boolean().optional(),
+  credentials: credentialSpecSchema.optional(),
+}).strict();
+
+export type RuleInput = z.input<typeof ruleSchema>;
+export type Rule = z.output<typeof ruleSchema>;
+
+export const ruleListSchema = z.array(ruleSchema);
+
+/** A rule with its host patterns parsed once, for decide(). */
+export interface CompiledRule {
+  readonly rule: Rule;
+  readonly patterns: readonly HostPattern[];
+  readonly source: RuleSource;
+}
+
+export type RuleSource = 'env' | 'file' | 'global' | 'api';
+
+export function compileRule(rule: Rule, source: RuleSource): CompiledRule {
+  const patterns = rule.hosts.map((h) => {
+    const p = parseHostPattern(h);
+    if (p.kind === 'invalid') throw new WorkspaceSandboxError('WS_ERR_VALIDATION', `rule ${rule.id}: host ${h}: ${p.reason}`);
+    return p;
+  });
+  return Object.freeze({ rule, patterns: Object.freeze(patterns), source });
+}
+
+export class RuleSetError extends WorkspaceSandboxError {
+  readonly problems: readonly ConfigProblem[];
+
+  constructor(source: string, problems: ConfigProblem[]) {
+    const lines = problems.map((p) => `  - ${p.field}: ${p.message}`);
+    super('WS_ERR_VALIDATION', `invalid rule set (${source}): ${problems.length} problem${problems.length === 1 ? '' : 's'}\n${lines.join('\n')}`, { details: problems.map(({ field, message }) => ({ field, message })) });
+    this.name = 'RuleSetError';
+    this.problems = problems;
+  }
+}
+
+/**
+ * Validates a whole rule set: schema, then duplicate ids within it and against `reservedIds`
+ * (rules from other sources). Throws one RuleSetError with every problem; returns parsed rules.
+ */
+export function validateRules(input: unknown, source: string, reservedIds: ReadonlySet<string> = new Set()): Rule[] {
+  const parsed = ruleListSchema.safeParse(input);
+  const problems: ConfigProblem[] = parsed.success ? [] : problemsFromZod(parsed.error, input);
+  if (Array.isArray(input)) {
+    const seen = new Map<string, number>();
+    input.forEach((r: unknown, i) => {
+      const id = (r as { id?: unknown } | null)?.id;
+      if (typeof id !== 'string') return;
+      if (seen.has(id)) problems.push({ field: `[${i}].id`, value: id, message: `duplicate id (also at [${seen.get(id)}])` });
+      else seen.set(id, i);
+      if (reservedIds.has(id)) problems.push({ field: `[${i}].id`, value: id, message: 'id is already used by a rule from ALLOWED_DOMAINS, the rules file or the global set' });
+    });
+  }
+  if (problems.length > 0 || !parsed.success) throw new RuleSetError(source, problems);
+  return parsed.data;
+}
+
+/** `ALLOWED_DOMAINS=a.example.com,*.b.example.com:8443` → one tunnel-only rule per entry. */
+export function rulesFromAllowedDomains(entries: readonly string[]): Rule[] {
+  const input = entries.map((entry) => {
+    const m = /^(.*?)(?::(\d+))?$/.exec(entry)!;
+    const host = m[1]!;
+    return { id: `env:${host}${m[2] ? `:${m[2]}` : ''}`, hosts: [host], ...(m[2] ? { ports: [Number(m[2])] } : {}) };
+  });
+  return validateRules(input, 'ALLOWED_DOMAINS');
+}
+
+/** The rule as GET /rules and logs show it: literal secrets replaced. */
+export function redactRule(rule: Rule): Rule {
+  return rule.credentials ? { ...rule, credentials: redactCredentialSpec(rule.credentials as CredentialSpec) } : rule;
+}

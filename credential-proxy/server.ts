@@ -1,0 +1,210 @@
+// createProxy(config, deps): the two listeners and everything they share. Tests call it with
+// port 0 and injected dependencies (resolver, log destination, store, interceptor); main.ts calls
+// it with the real ones.
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { listen, type BoundAddress } from '../lib/server.ts';
+import { createAdminApp, type ReadinessReport } from './admin.ts';
+import { createAuditLog } from './audit.ts';
+import { TokenFile } from './auth.ts';
+import type { ProxyConfig } from './config.ts';
+import { handleConnect } from './connect.ts';
+import type { ProxyContext } from './context.ts';
+import { createForwarder } from './forward.ts';
+import type { Interceptor } from './interception.ts';
+import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
+import { localInterfaceAddresses, systemResolver, type OwnListeners, type Resolver } from './resolve.ts';
+import { refuseSocket } from './respond.ts';
+import { compileRule, type CompiledRule, type Rule } from './rules.ts';
+import { MemoryRulesStore, type RulesStore } from './rules-store.ts';
+
+/** Request headers larger than this get 431: no legitimate egress request needs more. */
+export const MAX_HEADER_BYTES = 16 * 1024;
+
+export interface ProxyDeps {
+  logger: Logger & { secrets?: { add(value: string): void } };
+  registry: Registry;
+  /** Default: an in-memory store. main.ts passes the Redis store when REDIS_URL is set. */
+  store?: RulesStore;
+  /** Default: the system resolver. Tests map names to local upstreams or stage rebinding. */
+  resolver?: Resolver;
+  /** TLS interception for credential rules; without it such CONNECTs are refused. */
+  interceptor?: Interceptor;
+  /** Addresses that reach this host (default: the interfaces'); with ports, what the proxy never dials. */
+  localAddresses?: ReadonlySet<string>;
+}
+
+export interface ProxyInstance {
+  readonly proxyServer: Server;
+  readonly adminServer: Server;
+  readonly store: RulesStore;
+  readonly metrics: ProxyMetrics;
+  /** Starts the store and both listeners; resolves with the bound addresses. */
+  listen(): Promise<{ proxy: BoundAddress; admin: BoundAddress }>;
+  rules(): readonly CompiledRule[];
+  readiness(): Promise<ReadinessReport>;
+  /** Closes listeners, open tunnels, the forwarder, the interceptor and the store. */
+  close(): Promise<void>;
+}
+
+export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance {
+  const logger = deps.logger;
+  const store = deps.store ?? new MemoryRulesStore(config.rulesScope);
+  const metrics = createProxyMetrics(deps.registry);
+  const tokens = config.RULES_TOKEN_FILE ? new TokenFile(config.RULES_TOKEN_FILE) : undefined;
+  for (const s of tokens?.secrets ?? []) deps.logger.secrets?.add(s);
+
+  const staticRules = [
+    ...config.staticRules.env.map((r) => compileRule(r, 'env')),
+    ...config.staticRules.file.map((r) => compileRule(r, 'file')),
+  ];
+  let compiled: readonly CompiledRule[] = staticRules;
+  const recompile = () => {
+    const global = store.global().rules.map((r) => compileRule(r, 'global'));
+    const scoped = store.scoped().rules.map((r) => compileRule(r, 'api'));
+    compiled = Object.freeze([...staticRules, ...global, ...scoped]);
+    metrics.rulesVersion.set(store.scoped().version);
+    // Literal credentials set through /rules are secrets: scrub them from every log line.
+    for (const r of [...store.scoped().rules, ...store.global().rules]) {
+      const v = r.credentials?.type === 'header' && 'literal' in r.credentials.value ? r.credentials.value.literal : undefined;
+      if (v) deps.logger.secrets?.add(v);
+    }
+  };
+  recompile();
+  store.on('change', recompile);
+  const onStatus = () => metrics.rulesStoreUp.set(store.status().up ? 1 : 0);
+  onStatus();
+  store.on('status', onStatus);
+
+  const own: OwnListeners = {
+    ports: new Set([config.PROXY_PORT, config.ADMIN_PORT].filter((p) => p !== 0)),
+    localAddresses: deps.localAddresses ?? localInterfaceAddresses(),
+  };
+
+  const ctx: ProxyContext = {
+    config,
+    logger,
+    audit: createAuditLog(logger, config.POD_NAME),
+    metrics,
+    resolver: deps.resolver ?? systemResolver,
+    own,
+    interceptor: deps.interceptor,
+    rules: () => compiled,
+    tunnels: { active: 0 },
+    bound: { adminPort: config.ADMIN_PORT },
+  };
+  metrics.activeTunnels.set(0);
+
+  const forwarder = createForwarder(ctx);
+  const proxyServer = createServer({
+    maxHeaderSize: MAX_HEADER_BYTES,
+    headersTimeout: config.HEADER_TIMEOUT_MS,
+    // Bodies may legitimately stream for long; idleness is bounded by the socket timeout below.
+    requestTimeout: 0,
+    // How often Node checks headersTimeout (default 30 s would make the limit meaningless).
+    connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(config.HEADER_TIMEOUT_MS / 4))),
+    keepAliveTimeout: 5000,
+    requireHostHeader: true,
+  });
+  proxyServer.setTimeout(config.IDLE_TIMEOUT_MS, (socket) => socket.destroy());
+  proxyServer.on('request', forwarder.handle);
+  // CONNECT sockets leave the http server's bookkeeping: track them so close() can end them.
+  const connectSockets = new Set<Duplex>();
+  proxyServer.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    connectSockets.add(socket);
+    socket.once('close', () => connectSockets.delete(socket));
+    handleConnect(ctx, req, socket, head);
+  });
+  proxyServer.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+    socket.on('error', () => socket.destroy());
+    refuseSocket(socket, { status: 400, code: 'WS_ERR_BAD_REQUEST', reason: 'protocol upgrades are not forwarded over plain HTTP: use CONNECT (HTTPS_PROXY) for wss://' }, req.headers.accept);
+  });
+  proxyServer.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    socket.on('error', () => socket.destroy());
+    if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+    const [status, code, reason] = err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'WS_ERR_HEADERS_TOO_LARGE', `request headers exceed ${MAX_HEADER_BYTES / 1024} KiB`] as const
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'WS_ERR_BAD_REQUEST', `request headers not received within ${config.HEADER_TIMEOUT_MS} ms`] as const
+        : [400, 'WS_ERR_BAD_REQUEST', `malformed request (${err.code ?? 'parse error'})`] as const;
+    metrics.requests.inc({ decision: 'deny', rule: '' });
+    logger.info({ status, code: err.code }, 'refused a malformed request');
+    refuseSocket(socket, { status, code, reason });
+  });
+
+  let started: Promise<void> | undefined;
+  const readiness = async (): Promise<ReadinessReport> => {
+    const status = store.status();
+    const checks: Record<string, unknown> = {
+      rules: { loaded: started !== undefined, version: store.scoped().version, count: compiled.length },
+      store: status,
+    };
+    let ready = started !== undefined;
+    if (ready) {
+      try {
+        await started;
+      } catch (err) {
+        ready = false;
+        checks.error = (err as Error).message;
+      }
+    }
+    if (deps.interceptor) {
+      // The CA files must exist before the workspace starts trusting them.
+      const outcome = await Promise.race([
+        deps.interceptor.ready.then(() => 'ready', (err: Error) => `failed: ${err.message}`),
+        new Promise<string>((r) => setImmediate(() => r('pending'))),
+      ]);
+      checks.interceptor = outcome;
+      if (outcome !== 'ready') ready = false;
+    }
+    return { ready, checks };
+  };
+
+  const adminApp = createAdminApp({
+    logger,
+    registry: deps.registry,
+    store,
+    tokens,
+    allowUnauthenticatedWrites: config.RULES_ALLOW_UNAUTHENTICATED,
+    reservedIds: () => new Set([...config.staticRules.env, ...config.staticRules.file, ...store.global().rules].map((r: Rule) => r.id)),
+    staticRules: () => config.staticRules,
+    readiness,
+  });
+  const adminServer = createServer({ maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: config.HEADER_TIMEOUT_MS }, adminApp);
+
+  return {
+    proxyServer,
+    adminServer,
+    store,
+    metrics,
+    rules: () => compiled,
+    readiness,
+    async listen() {
+      started ??= store.start();
+      await started;
+      const proxy = await listen(proxyServer, { port: config.PROXY_PORT, host: config.PROXY_HOST });
+      const admin = await listen(adminServer, { port: config.ADMIN_PORT, host: config.ADMIN_HOST });
+      // With port 0 the real ports are known only now.
+      (own.ports as Set<number>).add(proxy.port!);
+      (own.ports as Set<number>).add(admin.port!);
+      ctx.bound.adminPort = admin.port!;
+      return { proxy, admin };
+    },
+    async close() {
+      const closing = [proxyServer, adminServer].map((s) => new Promise<void>((resolve) => {
+        if (!s.listening) return resolve();
+        s.close(() => resolve());
+        s.closeAllConnections();
+      }));
+      for (const s of connectSockets) s.destroy();
+      forwarder.close();
+      await Promise.race([Promise.all(closing), new Promise((r) => setTimeout(r, 2000))]);
+      await deps.interceptor?.close();
+      store.off('change', recompile);
+      store.off('status', onStatus);
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,183 @@
+// AWS Signature Version 4 for intercepted requests (Bedrock and any AWS API a rule names).
+//
+// Credentials come from the AWS SDK's default Node chain, which covers EKS Pod Identity
+// (AWS_CONTAINER_CREDENTIALS_FULL_URI + AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE), IRSA (web identity
+// token) and plain env keys; the chain caches them and refreshes before expiry. The proxy signs
+// over the whole buffered body because Bedrock requires the payload hash in the signature.
+import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
+import { HttpRequest } from '@smithy/protocol-http';
+import { SignatureV4 } from '@smithy/signature-v4';
+import { WorkspaceSandboxError } from '../lib/errors.ts';
+import type { SecretSet } from '../lib/log.ts';
+import type { CredentialSpec } from './credential-spec.ts';
+
+type SigV4Credential = Extract<CredentialSpec, { type: 'aws-sigv4' }>;
+/** What the signer hands a hash: the SDK's SourceData. */
+type SourceData = string | ArrayBuffer | ArrayBufferView;
+
+function bytes(data: SourceData): string | Uint8Array {
+  if (typeof data === 'string') return data;
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return new Uint8Array(data);
+}
+
+export interface AwsCredentials {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly sessionToken?: string;
+  readonly expiration?: Date;
+}
+
+/** The shape of every AWS SDK credential provider (memoised by the SDK's chain). */
+export type AwsCredentialsProvider = () => Promise<AwsCredentials>;
+
+/**
+ * The SDK's default Node chain, loaded on first use: most pods sign nothing, and the module graph
+ * of the credential providers is a sizeable part of the proxy's start-up time.
+ */
+function defaultChain(): AwsCredentialsProvider {
+  let chain: Promise<AwsCredentialsProvider> | undefined;
+  return async () => {
+    chain ??= import('@aws-sdk/credential-providers').then((m) => m.fromNodeProviderChain() as AwsCredentialsProvider);
+    return (await chain)();
+  };
+}
+
+/** Default cap on a body buffered for signing (BODY_SIGNING_CAP_BYTES). */
+export const DEFAULT_SIGNING_BODY_CAP = 10 * 1024 * 1024;
+
+/**
+ * SHA-256 / HMAC-SHA-256 in the Checksum shape the signer expects, on node:crypto (what the SDK's
+ * own @smithy/hash-node does). The pure-JS @aws-crypto/sha256-js hashes a 10 MiB body in ~150 ms on
+ * this machine kind against ~8 ms here, and it would block the event loop for every other request
+ * meanwhile.
+ */
+class NodeSha256 {
+  readonly #secret: Uint8Array | string | undefined;
+  #hash: Hash | Hmac;
+
+  constructor(secret?: SourceData) {
+    this.#secret = secret === undefined ? undefined : bytes(secret);
+    this.#hash = this.#make();
+  }
+
+  #make(): Hash | Hmac {
+    return this.#secret === undefined ? createHash('sha256') : createHmac('sha256', this.#secret);
+  }
+
+  update(data: SourceData): void {
+    this.#hash.update(bytes(data));
+  }
+
+  digest(): Promise<Uint8Array> {
+    return Promise.resolve(this.#hash.digest());
+  }
+
+  reset(): void {
+    this.#hash = this.#make();
+  }
+}
+
+/**
+ * The signing name: `bedrock-runtime` is Bedrock's endpoint prefix, but its requests are signed
+ * for `bedrock` (a rule naming the endpoint prefix would otherwise get every request rejected).
+ */
+export function signingName(service: string): string {
+  return service === 'bedrock-runtime' ? 'bedrock' : service;
+}
+
+export interface SignableRequest {
+  readonly method: string;
+  /** Host header value (name, plus `:port` when not 443). */
+  readonly host: string;
+  /** Request target as received: path and raw query string. */
+  readonly url: string;
+  /** Lower-case names; client credentials and x-amz-* already removed. */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: Buffer;
+}
+
+export interface SigV4SignerOptions {
+  /** Tests inject fixed credentials; production uses the SDK's default chain. */
+  credentials?: AwsCredentialsProvider;
+  secrets?: SecretSet;
+}
+
+export interface SigV4Signer {
+  /** The headers to send: the input's plus x-amz-date, x-amz-security-token, authorization. */
+  sign(spec: SigV4Credential, request: SignableRequest, signingDate?: Date): Promise<Record<string, string>>;
+}
+
+export function createSigV4Signer(options: SigV4SignerOptions = {}): SigV4Signer {
+  const provider: AwsCredentialsProvider = options.credentials ?? defaultChain();
+  const secrets = options.secrets;
+  const credentials: AwsCredentialsProvider = async () => {
+    let creds: AwsCredentials;
+    try {
+      creds = await provider();
+    } catch (err) {
+      throw new WorkspaceSandboxError('WS_ERR_UNAVAILABLE', `credential unavailable: no AWS credentials: ${(err as Error).message}`, { cause: err });
+    }
+    secrets?.add(creds.secretAccessKey);
+    secrets?.add(creds.sessionToken);
+    return creds;
+  };
+  const signers = new Map<string, SignatureV4>();
+  const signerFor = (service: string, region: string) => {
+    const key = `${service}\0${region}`;
+    let signer = signers.get(key);
+    if (!signer) {
+      // applyChecksum false: like the SDK for every service but S3, no x-amz-content-sha256 header.
+      signer = new SignatureV4({ service, region, credentials, sha256: NodeSha256, uriEscapePath: true, applyChecksum: false });
+      signers.set(key, signer);
+    }
+    return signer;
+  };
+
+  return {
+    async sign(spec, request, signingDate) {
+      const q = request.url.indexOf('?');
+      const path = q === -1 ? request.url : request.url.slice(0, q);
+      const query = q === -1 ? {} : parseQuery(request.url.slice(q + 1));
+      const colon = request.host.lastIndexOf(':');
+      const hostname = colon > 0 && !request.host.endsWith(']') ? request.host.slice(0, colon) : request.host;
+      const http = new HttpRequest({
+        method: request.method,
+        protocol: 'https:',
+        hostname,
+        path,
+        query,
+        headers: { ...request.headers, host: request.host },
+        body: request.body,
+      });
+      const signed = await signerFor(signingName(spec.service), spec.region).sign(http, signingDate ? { signingDate } : {});
+      return signed.headers as Record<string, string>;
+    },
+  };
+}
+
+/**
+ * The query as the signer wants it: decoded keys and values (it re-encodes them per RFC 3986, as
+ * AWS does on its side). `+` stays a plus: AWS canonicalisation is not form decoding.
+ */
+export function parseQuery(raw: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const part of raw.split('&')) {
+    if (part === '') continue;
+    const eq = part.indexOf('=');
+    const key = decode(eq === -1 ? part : part.slice(0, eq));
+    const value = eq === -1 ? '' : decode(part.slice(eq + 1));
+    const prev = out[key];
+    if (prev === undefined) out[key] = value;
+    else out[key] = Array.isArray(prev) ? [...prev, value] : [prev, value];
+  }
+  return out;
+}
+
+function decode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
