@@ -1,0 +1,54 @@
+// Every overlay renders offline with `kubectl kustomize`, with the objects its environment needs.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { MANIFESTS, OVERLAYS, REPO_ROOT, idOf, kubectlSkipReason, renderDir, renderOverlay } from './render.ts';
+
+const skip = kubectlSkipReason();
+if (skip !== undefined) t.comment(`SKIPPED: ${skip}`);
+
+const EKS_ONLY = [
+  'NodePool backend-ondemand', 'NodePool workspace-spot', 'EC2NodeClass al2023-gvisor', 'RuntimeClass gvisor',
+  'Deployment sandbox-capacity/overprovisioning', 'DaemonSet sandbox-capacity/image-prepull',
+];
+const EVERYWHERE = [
+  'Namespace workspace-sandbox-system', 'Namespace backend', 'Namespace sandboxes', 'Namespace sandbox-capacity',
+  'Issuer workspace-sandbox-system/workspace-sandbox-selfsigned', 'Certificate workspace-sandbox-system/workspace-sandbox-ca',
+  'Issuer workspace-sandbox-system/workspace-sandbox-ca', 'Certificate workspace-sandbox-system/workspace-sandbox-webhook-serving',
+  'MutatingWebhookConfiguration workspace-sandbox',
+  'ValidatingAdmissionPolicy workspace-sandbox-guard', 'ValidatingAdmissionPolicyBinding workspace-sandbox-guard',
+  'Deployment workspace-sandbox-system/workspace-sandbox-webhook', 'Service workspace-sandbox-system/workspace-sandbox-webhook',
+  'Service workspace-sandbox-system/workspace-sandbox-webhook-metrics', 'PodDisruptionBudget workspace-sandbox-system/workspace-sandbox-webhook',
+  'ServiceAccount workspace-sandbox-system/workspace-sandbox-webhook', 'ConfigMap workspace-sandbox-system/workspace-sandbox-injection',
+  'RuntimeClass runc', 'PriorityClass workspace', 'PriorityClass overprovisioning',
+  'NetworkPolicy sandboxes/default-deny', 'NetworkPolicy sandboxes/allow-dns', 'NetworkPolicy sandboxes/allow-public-https',
+  'NetworkPolicy sandboxes/allow-backend-ingress', 'ResourceQuota sandboxes/workspaces', 'LimitRange sandboxes/workspaces',
+];
+
+t.test('the base renders on its own', { skip }, async (t) => {
+  const ids = renderDir(join(MANIFESTS, 'base')).map(idOf);
+  for (const id of [...EVERYWHERE, ...EKS_ONLY]) t.ok(ids.includes(id), id);
+});
+
+for (const overlay of OVERLAYS) {
+  t.test(`overlay ${overlay} renders the objects of its environment, each once`, { skip }, async (t) => {
+    const ids = renderOverlay(overlay).map(idOf);
+    t.same(ids.filter((id, i) => ids.indexOf(id) !== i), [], 'no object twice');
+    for (const id of EVERYWHERE) t.ok(ids.includes(id), id);
+    for (const id of EKS_ONLY) {
+      if (overlay === 'local') t.notOk(ids.includes(id), `kind has no ${id}`);
+      else t.ok(ids.includes(id), id);
+    }
+    t.equal(ids.length, EVERYWHERE.length + (overlay === 'local' ? 0 : EKS_ONLY.length), 'nothing unexpected');
+  });
+}
+
+t.test('a broken kustomization fails to render (the render check can fail)', { skip }, async (t) => {
+  t.throws(() => renderDir(join(REPO_ROOT, 'test', 'manifests', 'no-such-overlay')));
+});
+
+const yamllint = spawnSync('yamllint', ['--version'], { encoding: 'utf8' });
+t.test('yamllint -s manifests/ passes with the repository config', { skip: yamllint.status === 0 ? false : 'yamllint not installed (CI runs it)' }, async (t) => {
+  const r = spawnSync('yamllint', ['-s', 'manifests/'], { cwd: REPO_ROOT, encoding: 'utf8' });
+  t.equal(r.status, 0, r.stdout + r.stderr);
+});
