@@ -1,0 +1,111 @@
+// Runs a program inside gVisor the way a workspace Pod runs it: an OCI bundle whose root is the
+// host's / mounted read-only, writable tmpfs volumes only where the Pod has emptyDirs, a numeric
+// user, and the host network (no network namespace) so the test reaches the server over loopback.
+// `runsc kill <id> TERM` delivers SIGTERM to the container's PID 1, as containerd's shim does.
+// Needs root (runsc's default mode here). A missing runsc skips loudly, or fails with
+// REQUIRE_RUNSC=1.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { toolSkipReason } from './tools.ts';
+
+export const RUNSC = process.env.RUNSC_BIN ?? 'runsc';
+
+export function runscSkipReason(): string | undefined {
+  const missing = toolSkipReason(RUNSC, 'REQUIRE_RUNSC', 'apt-get install -t bookworm-backports runsc', ['--version']);
+  if (missing) return missing;
+  if (process.getuid?.() !== 0) {
+    const reason = 'gVisor tests need root (runsc run with a host-root bundle): SKIPPED';
+    if (process.env.REQUIRE_RUNSC === '1') throw new Error(`REQUIRE_RUNSC=1 but ${reason}`);
+    process.stderr.write(`\n!! ${reason}\n\n`);
+    return reason;
+  }
+  return undefined;
+}
+
+export interface SandboxMount {
+  destination: string;
+  /** A host directory (bind) or nothing (a fresh tmpfs, like an emptyDir). */
+  source?: string;
+  readonly?: boolean;
+}
+
+export interface SandboxOptions {
+  args: string[];
+  cwd: string;
+  env: Record<string, string>;
+  user: { uid: number; gid: number };
+  mounts: SandboxMount[];
+}
+
+export interface Sandbox {
+  readonly id: string;
+  readonly child: ChildProcess;
+  /** stdout + stderr so far. */
+  output(): string;
+  /** Sends a signal to the container's PID 1 through runsc. */
+  signal(signal: 'TERM' | 'KILL' | 'INT'): void;
+  /** Resolves with the exit code of `runsc run` (the container's exit status). */
+  readonly exited: Promise<number | null>;
+  destroy(): Promise<void>;
+}
+
+let counter = 0;
+
+export function startSandbox(opts: SandboxOptions): Sandbox {
+  const dir = mkdtempSync(join(tmpdir(), 'ws-runsc-'));
+  const state = join(dir, 'state');
+  const bundle = join(dir, 'bundle');
+  mkdirSync(state);
+  mkdirSync(bundle);
+  const spec = spawnSync(RUNSC, ['spec', '--bundle', bundle], { encoding: 'utf8' });
+  if (spec.status !== 0) throw new Error(`runsc spec failed: ${spec.stderr}`);
+  const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as {
+    root: { path: string; readonly: boolean };
+    process: { args: string[]; cwd: string; env: string[]; terminal: boolean; user: { uid: number; gid: number } };
+    mounts: { destination: string; type: string; source: string; options: string[] }[];
+    linux: { namespaces: { type: string }[] };
+    hostname?: string;
+  };
+  config.root = { path: '/', readonly: true };
+  config.process.args = opts.args;
+  config.process.cwd = opts.cwd;
+  config.process.terminal = false;
+  config.process.user = { uid: opts.user.uid, gid: opts.user.gid };
+  config.process.env = Object.entries(opts.env).map(([k, v]) => `${k}=${v}`);
+  // Host network: the test's client connects over loopback (runsc --network=host).
+  config.linux.namespaces = config.linux.namespaces.filter((n) => n.type !== 'network');
+  delete config.hostname;
+  for (const m of opts.mounts) {
+    config.mounts.push(m.source
+      ? { destination: m.destination, type: 'bind', source: m.source, options: ['rbind', m.readonly === false ? 'rw' : 'ro'] }
+      : { destination: m.destination, type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777'] });
+  }
+  writeFileSync(join(bundle, 'config.json'), JSON.stringify(config, null, 2));
+
+  const id = `ws-test-${process.pid}-${counter++}`;
+  const child = spawn(RUNSC, ['--root', state, '--network=host', 'run', '--bundle', bundle, id], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  const exited = once(child, 'exit').then(([code]) => code as number | null);
+  const runsc = (...args: string[]) => spawnSync(RUNSC, ['--root', state, ...args], { stdio: 'ignore', timeout: 30_000 });
+
+  return {
+    id,
+    child,
+    output: () => out,
+    signal: (signal) => { runsc('kill', id, signal); },
+    exited,
+    destroy: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        runsc('kill', id, 'KILL');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      }
+      runsc('delete', '-force', id);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
