@@ -8,12 +8,17 @@ export interface Command {
   load: () => Promise<{ main: (argv: string[]) => Promise<number | void> }>;
 }
 
-export const COMMANDS: Record<string, Command> = {};
+export const COMMANDS: Record<string, Command> = {
+  webhook: { summary: 'the mutating admission webhook (HTTPS /mutate, metrics on 9090)', load: () => import('../webhook/main.ts') },
+  inject: { summary: 'inject Pods and Pod templates offline, like the webhook (-f pod.yaml)', load: () => import('../webhook/inject-cli.ts') },
+  proxy: { summary: 'the credential proxy sidecar (egress allowlist, SSRF guard, /rules API)', load: () => import('../credential-proxy/main.ts') },
+  agent: { summary: 'the workspace agent (/health, /execute, /files over TCP or a Unix socket)', load: () => import('../agent/main.ts') },
+};
 
 const MIN_NODE_MAJOR = 24;
 
 function usage(): string {
-  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length), 8);
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length), '--version'.length);
   const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
   return [
     `Usage: ${PRODUCT} <command> [options]`,

@@ -34,6 +34,10 @@ export const CA_BUNDLE_FILE = 'ca-bundle.crt';
 export const WEBHOOK_PATHS = Object.freeze({ mutate: '/mutate', healthz: '/healthz', readyz: '/readyz', metrics: '/metrics' });
 export const PROXY_ADMIN_PATHS = Object.freeze({ healthz: '/healthz', readyz: '/readyz', metrics: '/metrics', rules: '/rules' });
 export const AGENT_PATHS = Object.freeze({ health: '/health', execute: '/execute', files: '/files' });
+/** The workspace directory of the workspace container: the agent's default cwd and the root of `/files`. */
+export const WORKSPACE_ROOT = '/workspace';
+/** The agent's Unix socket in the local Docker mode (`AGENT_LISTEN_MODE=uds`). */
+export const AGENT_SOCKET_PATH = `${SHARED_DIR}/agent.sock`;
 
 /** Header on every proxy denial so a person reading curl's output learns why. */
 export const HEADER_DENY_REASON = 'X-Workspace-Sandbox-Deny-Reason';
@@ -47,3 +51,21 @@ export const SECRET_HEADERS = Object.freeze([
   'set-cookie',
   'x-amz-security-token',
 ]);
+
+// Cluster-side names shared by the manifests, the webhook's config and the backend.
+export const NAMESPACES = Object.freeze({
+  system: 'workspace-sandbox-system',
+  sandboxes: 'sandboxes',
+  backend: 'backend',
+  capacity: 'sandbox-capacity',
+});
+export const WEBHOOK_SERVICE = 'workspace-sandbox-webhook';
+export const RUNTIME_CLASS_GVISOR = 'gvisor';
+export const RUNTIME_CLASS_RUNC = 'runc';
+export const PRIORITY_CLASS_WORKSPACE = 'workspace';
+export const PRIORITY_CLASS_OVERPROVISIONING = 'overprovisioning';
+/** Secret (key `token`) holding the bearer token of the proxy's `/rules` API; mounted into the sidecar only. */
+export const RULES_TOKEN_SECRET = 'workspace-sandbox-rules-token';
+export const RULES_TOKEN_KEY = 'token';
+/** Node label and NoSchedule taint of the gVisor node pool; the `gvisor` RuntimeClass selects and tolerates them. */
+export const NODE_LABEL_GVISOR = `${PREFIX}gvisor`;

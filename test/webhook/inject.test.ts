@@ -1,0 +1,190 @@
+// The injection config contract and `inject` behaviours the golden files don't pin down.
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError } from '../../lib/config.ts';
+import { ANNOTATION_STATUS } from '../../lib/constants.ts';
+import { DEFAULT_INJECTION_CONFIG, configHash, injectionConfigSchema, parseInjectionConfig } from '../../webhook/config.ts';
+import { inject, readStatus, type Injected, type Json } from '../../webhook/inject.ts';
+import { parseQuantity } from '../../webhook/quantity.ts';
+
+const EXAMPLE = new URL('../../webhook/injection-config.example.yaml', import.meta.url);
+const example: unknown = parse(readFileSync(EXAMPLE, 'utf8'));
+
+/** Dotted paths of every field of a zod object schema (records and arrays are leaves). */
+function schemaFields(schema: z.ZodType, prefix = ''): string[] {
+  let s = schema as unknown as { def: { type: string; innerType?: z.ZodType; in?: z.ZodType; shape?: Record<string, z.ZodType> } };
+  while (['default', 'prefault', 'nullable', 'optional', 'pipe'].includes(s.def.type)) s = (s.def.innerType ?? s.def.in) as unknown as typeof s;
+  if (s.def.type !== 'object') return [];
+  const shape = (s as unknown as { shape: Record<string, z.ZodType> }).shape;
+  return Object.entries(shape).flatMap(([k, v]) => {
+    const path = prefix ? `${prefix}.${k}` : k;
+    return [path, ...schemaFields(v, path)];
+  });
+}
+
+function exampleFields(value: unknown, prefix = ''): string[] {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return [];
+  return Object.entries(value).flatMap(([k, v]) => {
+    const path = prefix ? `${prefix}.${k}` : k;
+    return [path, ...exampleFields(v, path)];
+  });
+}
+
+t.test('the example config documents every field and is valid', async (t) => {
+  const fields = schemaFields(injectionConfigSchema);
+  t.ok(fields.length > 30, `${fields.length} fields`);
+  const documented = new Set(exampleFields(example));
+  for (const f of fields) t.ok(documented.has(f), `example documents ${f}`);
+  const text = readFileSync(EXAMPLE, 'utf8');
+  for (const f of fields) t.match(text, new RegExp(`^\\s*${f.split('.').pop()}:`, 'm'));
+  t.doesNotThrow(() => parseInjectionConfig(example));
+});
+
+t.test('parseInjectionConfig: defaults, frozen, strict, every problem listed', async (t) => {
+  const empty = parseInjectionConfig({});
+  t.same(empty, DEFAULT_INJECTION_CONFIG);
+  t.equal(configHash(empty), configHash(DEFAULT_INJECTION_CONFIG));
+  t.ok(Object.isFrozen(empty.sidecar.resources.limits));
+  t.equal(parseInjectionConfig(null).runtime.runtimeClassName, 'gvisor');
+  const kind = parseInjectionConfig({ runtime: { runtimeClassName: null, allowedFallbacks: ['runc'] }, priorityClassName: null, sidecar: { rulesTokenSecret: null } });
+  t.equal(kind.runtime.runtimeClassName, null);
+  t.not(configHash(kind), configHash(empty));
+  const err = t.throws(() => parseInjectionConfig({
+    runtimes: {},
+    runtime: { runtimeClassName: 'gvisor', allowedFallbacks: ['gvisor'] },
+    sidecar: { image: '', extra: 1 },
+    workspace: { capabilities: ['ALL', 'CAP_CHOWN'], maxResources: { cpu: '4 cores' } },
+    allowedDomains: { domains: ['ok.example', 'NOT OK'] },
+  })) as ConfigError;
+  t.ok(err instanceof ConfigError);
+  t.equal(err.code, 'WS_ERR_CONFIG_INVALID');
+  const fields = err.problems.map((p) => p.field).sort();
+  t.same(fields, [
+    'allowedDomains.domains[1]', 'runtimes', 'sidecar.extra', 'sidecar.image',
+    'workspace.capabilities[0]', 'workspace.capabilities[1]', 'workspace.maxResources.cpu',
+  ]);
+  const cross = t.throws(() => parseInjectionConfig({ runtime: { allowedFallbacks: ['gvisor'] }, credentials: { copyEnv: ['AWS_ROLE_ARN'] } })) as ConfigError;
+  t.same(cross.problems.map((p) => p.field).sort(), ['credentials.copyEnv[0]', 'runtime.allowedFallbacks']);
+});
+
+t.test('quantities parse like Kubernetes', async (t) => {
+  t.equal(parseQuantity('500m'), 0.5);
+  t.equal(parseQuantity('2'), 2);
+  t.equal(parseQuantity('2Gi'), 2 * 2 ** 30);
+  t.equal(parseQuantity('1G'), 1e9);
+  t.equal(parseQuantity('3e9'), 3e9);
+  t.equal(parseQuantity('.5'), 0.5);
+  for (const bad of ['', 'm', '1e3m', '2 Gi', '1.2.3', 'Gi', null, {}]) t.equal(parseQuantity(bad), undefined, String(bad));
+});
+
+const config = parseInjectionConfig(example);
+const basePod = (): Json => ({
+  apiVersion: 'v1', kind: 'Pod',
+  metadata: { name: 'ws', namespace: 'sandboxes' },
+  spec: { containers: [{ name: 'workspace', image: 'example/ws:1' }] },
+});
+const injected = (r: ReturnType<typeof inject>): Injected => {
+  if (r.denied) throw new Error(r.message);
+  return r;
+};
+type C = { name: string; env?: { name: string; value?: string }[]; volumeMounts?: { name: string; mountPath: string }[] };
+
+t.test('inject never modifies its input', async (t) => {
+  const pod = basePod();
+  const before = JSON.stringify(pod);
+  injected(inject(pod, config));
+  t.equal(JSON.stringify(pod), before);
+});
+
+t.test('the namespace fence uses the request namespace; the CLI can ignore it', async (t) => {
+  const pod = basePod();
+  delete (pod.metadata as Json).namespace;
+  t.equal(injected(inject(pod, config, { namespace: 'default' })).skipped, 'namespace not served');
+  t.notOk(injected(inject(pod, config, { namespace: 'sandboxes' })).skipped);
+  t.notOk(injected(inject(pod, config, { namespace: 'default', ignoreNamespaces: true })).skipped);
+  t.notOk(injected(inject(pod, parseInjectionConfig({}), { namespace: 'anything' })).skipped, 'an empty list serves every namespace');
+});
+
+t.test('a later webhook adding credentials everywhere (reinvocation) is undone without duplicates', async (t) => {
+  const first = injected(inject(basePod(), config)).pod;
+  // What the EKS Pod Identity webhook does when it runs after us: every container, sidecar included.
+  const later = structuredClone(first) as Json & { spec: { containers: C[]; initContainers: C[]; volumes: Json[] } };
+  for (const c of [...later.spec.containers, ...later.spec.initContainers]) {
+    c.env = [...(c.env ?? []), { name: 'AWS_CONTAINER_CREDENTIALS_FULL_URI', value: 'http://169.254.170.23/v1/credentials' }];
+    c.volumeMounts = [...(c.volumeMounts ?? []), { name: 'eks-pod-identity-token', mountPath: '/var/run/secrets/pods.eks.amazonaws.com/serviceaccount' }];
+  }
+  later.spec.volumes.push({ name: 'eks-pod-identity-token', projected: { sources: [{ serviceAccountToken: { audience: 'pods.eks.amazonaws.com', path: 'eks-pod-identity-token' } }] } });
+  const again = injected(inject(later, config)).pod as typeof later;
+  const sidecar = again.spec.initContainers[0]!;
+  t.equal(sidecar.env!.filter((e) => e.name === 'AWS_CONTAINER_CREDENTIALS_FULL_URI').length, 1);
+  t.equal(sidecar.volumeMounts!.filter((m) => m.name === 'eks-pod-identity-token').length, 1);
+  t.notOk(again.spec.containers[0]!.env!.some((e) => e.name === 'AWS_CONTAINER_CREDENTIALS_FULL_URI'));
+  t.notOk(again.spec.containers[0]!.volumeMounts!.some((m) => m.name === 'eks-pod-identity-token'));
+  t.same(readStatus(again)?.credentials, ['AWS_CONTAINER_CREDENTIALS_FULL_URI', 'eks-pod-identity-token']);
+  t.equal(JSON.stringify(injected(inject(again, config)).pod), JSON.stringify(again), 'and that is a fixpoint');
+});
+
+t.test('a forged status annotation gains nothing: the sidecar is rebuilt from the config', async (t) => {
+  const pod = basePod() as Json & { metadata: Json; spec: Json };
+  pod.metadata.annotations = { [ANNOTATION_STATUS]: '{"runtimeClassName":"runc"}' };
+  pod.spec.runtimeClassName = 'runc';
+  pod.spec.initContainers = [{ name: 'credential-proxy', image: 'evil/proxy:1', restartPolicy: 'Always', securityContext: { privileged: true }, env: [{ name: 'ALLOWED_DOMAINS', value: '*' }] }];
+  const out = injected(inject(pod, config)).pod as Json & { spec: { runtimeClassName: string; initContainers: (C & { image: string; securityContext: Json })[] } };
+  t.equal(out.spec.runtimeClassName, 'gvisor');
+  t.equal(out.spec.initContainers.length, 1);
+  t.equal(out.spec.initContainers[0]!.image, config.sidecar.image);
+  t.equal(out.spec.initContainers[0]!.securityContext.privileged, undefined);
+  t.not(out.spec.initContainers[0]!.env!.find((e) => e.name === 'ALLOWED_DOMAINS')!.value, '*');
+  const garbage = basePod() as Json & { metadata: Json };
+  garbage.metadata.annotations = { [ANNOTATION_STATUS]: 'not json' };
+  t.notOk(inject(garbage, config).denied, 'an unreadable status is treated as ours and re-rendered');
+});
+
+t.test('annotations: domains extend only when allowed; runtime null config; ttl with the Pod\'s own deadline', async (t) => {
+  const pod = basePod() as Json & { metadata: Json; spec: Json };
+  pod.metadata.annotations = { 'workspace-sandbox.io/allowed-domains': 'extra.example.com' };
+  const closed = injected(inject(pod, parseInjectionConfig({})));
+  t.match(closed.warnings, [/allowed-domains ignored/]);
+  const domainsOf = (r: Injected) => ((r.pod.spec as { initContainers: C[] }).initContainers[0]!.env!.find((e) => e.name === 'ALLOWED_DOMAINS')!.value);
+  t.equal(domainsOf(closed), '');
+  t.match(domainsOf(injected(inject(pod, config))), /,extra\.example\.com$/);
+
+  const kind = parseInjectionConfig({ runtime: { runtimeClassName: null, allowedFallbacks: ['runc'] } });
+  t.equal((injected(inject(basePod(), kind)).pod.spec as Json).runtimeClassName, undefined);
+  const runc = basePod() as Json & { metadata: Json };
+  runc.metadata.annotations = { 'workspace-sandbox.io/runtime': 'runc' };
+  t.equal((injected(inject(runc, kind)).pod.spec as Json).runtimeClassName, 'runc');
+  // Re-rendered under a config that no longer sets a class: ours is removed, with its stale overhead.
+  const gv = injected(inject(basePod(), config)).pod as Json & { spec: Json };
+  gv.spec.overhead = { cpu: '250m' };
+  const moved = injected(inject(gv, kind)).pod.spec as Json;
+  t.equal(moved.runtimeClassName, undefined);
+  t.equal(moved.overhead, undefined);
+
+  const own = basePod() as Json & { metadata: Json; spec: Json };
+  own.spec.activeDeadlineSeconds = 600;
+  own.metadata.annotations = { 'workspace-sandbox.io/ttl-seconds': '3600' };
+  t.equal((injected(inject(own, config)).pod.spec as Json).activeDeadlineSeconds, 600, 'the lower of the Pod\'s and the annotation\'s');
+  own.metadata.annotations = { 'workspace-sandbox.io/ttl-seconds': '60' };
+  const lowered = injected(inject(own, config)).pod;
+  t.equal((lowered.spec as Json).activeDeadlineSeconds, 60);
+  t.equal(JSON.stringify(injected(inject(lowered, config)).pod), JSON.stringify(lowered));
+});
+
+t.test('a Pod-level securityContext is inherited rather than overridden', async (t) => {
+  const pod = basePod() as Json & { spec: Json };
+  pod.spec.securityContext = { runAsUser: 4242, runAsNonRoot: true, seccompProfile: { type: 'Localhost', localhostProfile: 'p.json' } };
+  const out = injected(inject(pod, config)).pod as Json & { spec: { containers: { securityContext: Json }[]; securityContext: Json } };
+  const sc = out.spec.containers[0]!.securityContext;
+  t.equal(sc.runAsUser, undefined, 'runAsUser inherited from the Pod');
+  t.equal(sc.seccompProfile, undefined);
+  t.equal(sc.runAsGroup, 1000);
+  t.equal(out.spec.securityContext.fsGroup, 1000);
+  const root = basePod() as Json & { spec: Json };
+  root.spec.securityContext = { runAsUser: 0 };
+  const denied = inject(root, config);
+  t.ok(denied.denied);
+  if (denied.denied) t.match(denied.message, /spec.securityContext.runAsUser: must not be 0/);
+});

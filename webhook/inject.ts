@@ -1,0 +1,628 @@
+// inject(pod, config): the whole injection as one pure function over the raw JSON Pod.
+//
+// The Pod is never decoded into typed models: fields a model doesn't know would be dropped
+// (istio/istio#49054, `restartPolicy` on init containers). The HTTP layer diffs the raw original
+// against the result.
+//
+// Re-injection is "strip what we injected, then render": the status annotation says a Pod was
+// injected before, so our sidecar, volumes and mounts are removed and rendered again from the
+// current config (credentials the old sidecar holds are carried over). Everything else is
+// "absent → default, equal or stricter → kept, weaker → denied", which is a fixpoint by
+// construction: inject(inject(p)) equals inject(p) byte for byte.
+//
+// The Pod arrives as the API server delivers it (defaults applied, built-in admission plugins run),
+// and after a webhook's patch the built-in mutating plugins run again; see DELIVERED below.
+import {
+  ANNOTATION_ALLOWED_DOMAINS, ANNOTATION_RUNTIME, ANNOTATION_STATUS, ANNOTATION_TTL_SECONDS, CA_BUNDLE_FILE, CA_CERT_FILE,
+  CONTAINER_PROXY, LABEL_WORKSPACE, PORTS, PROXY_ADMIN_PATHS, AGENT_PATHS, PROXY_URL, SHARED_DIR, WORKSPACE_ROOT,
+} from '../lib/constants.ts';
+import { VERSION } from '../lib/version.ts';
+import { configHash, DOMAIN_PATTERN, type InjectionConfig } from './config.ts';
+import { parseQuantity } from './quantity.ts';
+import { checkPodShape, isObject, type Json } from './shape.ts';
+
+export type { Json } from './shape.ts';
+
+// Volumes this webhook adds; their names are reserved (a Pod that was not injected may not use them).
+export const VOLUME_SHARED = 'workspace-sandbox-shared';
+export const VOLUME_WORKSPACE = 'workspace-sandbox-workspace';
+export const VOLUME_TMP = 'workspace-sandbox-tmp';
+export const VOLUME_RULES_TOKEN = 'workspace-sandbox-rules-token';
+export const RESERVED_VOLUMES: ReadonlySet<string> = new Set([VOLUME_SHARED, VOLUME_WORKSPACE, VOLUME_TMP, VOLUME_RULES_TOKEN]);
+export const RULES_TOKEN_DIR = '/var/run/secrets/workspace-sandbox/rules-token';
+export const TMP_DIR = '/tmp';
+/** The ServiceAccount admission plugin's token volume: `kube-api-access-<5 random chars>`. */
+export const KUBE_API_ACCESS_PREFIX = 'kube-api-access-';
+/** The proxy always listens here; NO_PROXY starts with these. */
+const LOOPBACK_NO_PROXY = ['localhost', '127.0.0.1', '::1'];
+
+export interface Violation {
+  /** Kubernetes-style path of the offending field. */
+  field: string;
+  /** Stable rule id (tests and dashboards match on it). */
+  rule: string;
+  message: string;
+}
+
+export interface Injected {
+  denied?: false;
+  pod: Json;
+  /** AdmissionResponse warnings (shown by kubectl). */
+  warnings: string[];
+  /** What was done, for `inject --explain` and logs. */
+  notes: string[];
+  /** Set when the Pod was left alone on purpose (e.g. a namespace this webhook does not serve). */
+  skipped?: string;
+}
+
+export interface Denied {
+  denied: true;
+  /** 400: not a usable Pod; 403: a Pod this product refuses to run. */
+  code: 400 | 403;
+  message: string;
+  violations: Violation[];
+}
+
+export type InjectResult = Injected | Denied;
+
+export interface InjectOptions {
+  /** The request's namespace (a Pod's own metadata.namespace may be empty at admission). */
+  namespace?: string;
+  /** Skip the namespace fence (the offline CLI renders any manifest). */
+  ignoreNamespaces?: boolean;
+  /** Version written into the status annotation. */
+  version?: string;
+}
+
+/** What the status annotation records: enough to strip and re-render an injected Pod. */
+export interface InjectionStatus {
+  version: string;
+  configHash: string;
+  runtimeClassName: string | null;
+  /** Present when derived from the config or the ttl annotation rather than the Pod's own value. */
+  activeDeadlineSeconds?: number;
+  initContainers: string[];
+  workspaceContainer: string;
+  containers: string[];
+  volumes: string[];
+  credentials: string[];
+}
+
+export function readStatus(pod: unknown): Partial<InjectionStatus> | undefined {
+  const raw = isObject(pod) && isObject(pod.metadata) && isObject(pod.metadata.annotations)
+    ? pod.metadata.annotations[ANNOTATION_STATUS] : undefined;
+  if (typeof raw !== 'string') return undefined;
+  try {
+    const parsed: unknown = JSON.parse(raw);
+    return isObject(parsed) ? parsed as Partial<InjectionStatus> : {};
+  } catch {
+    return {};
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+type Container = Json & { name: string };
+
+const asArray = (v: unknown): Json[] => (Array.isArray(v) ? v as Json[] : []);
+const normPath = (p: string): string => (p.length > 1 ? p.replace(/\/+$/, '') : p);
+const normCap = (c: string): string => c.toUpperCase().replace(/^CAP_/, '');
+
+function envValue(name: string, value: string): Json {
+  return { name, value };
+}
+
+function fieldEnv(name: string, fieldPath: string): Json {
+  // apiVersion is what the API server defaults; writing it keeps a re-invocation patch empty.
+  return { name, valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath } } };
+}
+
+function httpProbe(path: string, port: number, extra: Json): Json {
+  // Every field the API server would default is written out (timeoutSeconds, successThreshold,
+  // failureThreshold, scheme), so the Pod we return equals the Pod the API server stores.
+  return { httpGet: { path, port, scheme: 'HTTP' }, ...extra };
+}
+
+function setEnv(container: Json, name: string, value: string): void {
+  const env = container.env as Json[];
+  const i = env.findIndex((e) => e.name === name);
+  if (i >= 0) env[i] = envValue(name, value);
+  else env.push(envValue(name, value));
+}
+
+class Context {
+  readonly violations: Violation[] = [];
+  readonly warnings: string[] = [];
+  readonly notes: string[] = [];
+
+  deny(field: string, rule: string, message: string): void {
+    this.violations.push({ field, rule, message: `${field}: ${message}` });
+  }
+}
+
+/**
+ * Injects the workspace sidecar and hardening into `input` (never modified). Returns the new Pod
+ * and warnings, or a denial naming every problem. Never throws on any input.
+ */
+export function inject(input: unknown, config: InjectionConfig, options: InjectOptions = {}): InjectResult {
+  const shape = checkPodShape(input);
+  if (shape.length > 0) {
+    const violations = shape.map((p) => ({ field: p.field, rule: 'pod-shape', message: `${p.field}: ${p.message}` }));
+    return { denied: true, code: 400, message: `not a valid Pod: ${violations.map((v) => v.message).join('; ')}`, violations };
+  }
+  // Copy on write: every object on a path we change is copied, everything else is shared with
+  // the input (never modified). Besides saving a deep clone, shared subtrees are skipped by the
+  // HTTP layer's diff (patch.ts, like fast-json-patch compare, stops at identical references).
+  const src = input as Json;
+  const pod: Json = { ...src, metadata: { ...(isObject(src.metadata) ? src.metadata : {}) }, spec: { ...(src.spec as Json) } };
+  const metadata = pod.metadata as Json;
+  const namespace = options.namespace || (metadata.namespace as string | undefined) || '';
+  if (!options.ignoreNamespaces && config.namespaces.length > 0 && !config.namespaces.includes(namespace)) {
+    return { pod: src, warnings: [], notes: [`namespace ${JSON.stringify(namespace)} is not served`], skipped: 'namespace not served' };
+  }
+  const ctx = new Context();
+  const spec = pod.spec as Json;
+  if (Array.isArray(spec.containers)) spec.containers = (spec.containers as Json[]).map((c) => ({ ...c }));
+  if (Array.isArray(spec.initContainers)) spec.initContainers = (spec.initContainers as Json[]).map((c) => ({ ...c }));
+  const annotations = (metadata.annotations ?? {}) as Record<string, string>;
+  const status = readStatus(pod);
+  const wasInjected = status !== undefined;
+
+  // --- 1. Strip what a previous injection added (or refuse look-alikes). -----------------------
+  const containerPaths = new Map<Json, string>();
+  asArray(spec.containers).forEach((c, i) => containerPaths.set(c, `spec.containers[${i}]`));
+  asArray(spec.initContainers).forEach((c, i) => containerPaths.set(c, `spec.initContainers[${i}]`));
+
+  let oldSidecar: Json | undefined;
+  for (const c of asArray(spec.containers)) {
+    if (c.name === CONTAINER_PROXY) ctx.deny(`${containerPaths.get(c)}.name`, 'reserved-container', `a container named ${CONTAINER_PROXY} may only be the injected sidecar (an init container with restartPolicy: Always)`);
+  }
+  const initContainers = asArray(spec.initContainers).filter((c) => {
+    if (c.name !== CONTAINER_PROXY) return true;
+    if (!wasInjected) {
+      ctx.deny(`${containerPaths.get(c)}.name`, 'reserved-container', `a container named ${CONTAINER_PROXY} that this webhook did not inject is not allowed`);
+      return true;
+    }
+    oldSidecar = c;
+    return false;
+  });
+  const volumes = asArray(spec.volumes).filter((v, i) => {
+    const name = v.name as string;
+    if (RESERVED_VOLUMES.has(name)) {
+      if (!wasInjected) ctx.deny(`spec.volumes[${i}].name`, 'reserved-volume', `the volume name ${name} is reserved for the injected sidecar`);
+      return false;
+    }
+    // DELIVERED: the ServiceAccount admission plugin has added the API token as a projected volume
+    // mounted into every container. The workspace must not hold it (and automountServiceAccountToken
+    // false, set below, keeps the re-run plugin from adding it back).
+    if (name.startsWith(KUBE_API_ACCESS_PREFIX) && isObject(v.projected)) {
+      ctx.notes.push(`removed the service account token volume ${name} and its mounts`);
+      return false;
+    }
+    return true;
+  });
+  const volumeByName = new Map(volumes.map((v) => [v.name as string, v]));
+  const dropMounts = (c: Json) => {
+    if (!Array.isArray(c.volumeMounts)) return;
+    c.volumeMounts = (c.volumeMounts as Json[]).filter((m) => {
+      const name = m.name as string;
+      return !RESERVED_VOLUMES.has(name) && !(name.startsWith(KUBE_API_ACCESS_PREFIX) && !volumeByName.has(name));
+    });
+  };
+
+  const appContainers = [...initContainers, ...asArray(spec.containers)] as Container[];
+  for (const c of appContainers) dropMounts(c);
+
+  // --- 2. Which container is the workspace. ------------------------------------------------------
+  const mainContainers = asArray(spec.containers) as Container[];
+  const workspace = mainContainers.find((c) => c.name === config.workspaceContainerName)
+    ?? (mainContainers.length === 1 ? mainContainers[0] : undefined);
+  if (!workspace) {
+    ctx.deny('spec.containers', 'no-workspace-container', `the Pod has ${mainContainers.length} containers and none is named ${JSON.stringify(config.workspaceContainerName)}: name the workspace container so`);
+  }
+
+  // --- 3. Pod-level rules. --------------------------------------------------------------------------
+  for (const [k, what] of [['hostNetwork', 'network'], ['hostPID', 'PID'], ['hostIPC', 'IPC']] as const) {
+    if (spec[k] === true) ctx.deny(`spec.${k}`, 'host-namespace', `sharing the node's ${what} namespace is not allowed (it breaks the sandbox)`);
+  }
+  if (spec.shareProcessNamespace === true) {
+    ctx.deny('spec.shareProcessNamespace', 'share-process-namespace', 'a shared process namespace would let the workspace see the credential proxy\'s processes');
+  }
+  if (spec.automountServiceAccountToken === true) {
+    ctx.deny('spec.automountServiceAccountToken', 'service-account-token', 'must not be true: the workspace must not hold the Pod\'s Kubernetes API token');
+  }
+  const podSc = (isObject(spec.securityContext) ? spec.securityContext : {}) as Json;
+  checkSecurityContextValues(ctx, podSc, 'spec.securityContext', config);
+  if (podSc.fsGroup === 0) ctx.deny('spec.securityContext.fsGroup', 'run-as-root', 'must not be 0 (root group)');
+  volumes.forEach((v) => {
+    const i = asArray(spec.volumes).indexOf(v);
+    if (v.hostPath !== undefined && v.hostPath !== null) ctx.deny(`spec.volumes[${i}]`, 'host-path', `hostPath volume ${JSON.stringify(v.name)} is not allowed (it exposes the node's filesystem)`);
+  });
+
+  // --- 4. Annotations the creator may set. ---------------------------------------------------------
+  const wantedRuntime = resolveRuntime(ctx, annotations, config);
+  const ttl = parseTtl(ctx, annotations);
+  const extraDomains = parseDomainsAnnotation(ctx, annotations, config);
+
+  // --- 5. Every container but the sidecar: rules, credentials out, proxy in. ----------------------
+  const moved = new Map<string, Json>();
+  const movedMounts = new Map<string, Json>();
+  const copied = new Map<string, Json>();
+  const moveEnv = new Set(config.credentials.moveEnv);
+  const copyEnv = new Set(config.credentials.copyEnv);
+  const moveVolumes = new Set(config.credentials.moveVolumes);
+  // Credentials a previous injection moved into the old sidecar stay with the new one.
+  if (oldSidecar) {
+    for (const e of asArray(oldSidecar.env)) if (moveEnv.has(e.name as string)) moved.set(e.name as string, e);
+    for (const m of asArray(oldSidecar.volumeMounts)) if (moveVolumes.has(m.name as string) && volumeByName.has(m.name as string)) movedMounts.set(m.name as string, m);
+  }
+
+  const noProxy = [...LOOPBACK_NO_PROXY, ...config.workspace.noProxy].join(',');
+  let usesTmp = false;
+  let usesWorkspaceVolume = false;
+  for (const c of appContainers) {
+    const path = containerPaths.get(c)!;
+    const isWorkspace = c === workspace;
+    checkContainer(ctx, c, path, podSc, config);
+    // Env: credentials move, secrets are refused, the proxy and its CA come in.
+    const env: Json[] = [];
+    asArray(c.env).forEach((e, i) => {
+      const name = e.name as string;
+      if (moveEnv.has(name)) {
+        if (!moved.has(name)) moved.set(name, e);
+        ctx.notes.push(`moved env ${name} from container ${c.name} to ${CONTAINER_PROXY}`);
+        return;
+      }
+      if (copyEnv.has(name) && !copied.has(name)) copied.set(name, e);
+      if (isObject(e.valueFrom) && e.valueFrom.secretKeyRef != null) {
+        ctx.deny(`${path}.env[${i}].valueFrom.secretKeyRef`, 'secret-env', `env ${name} comes from a Secret; the workspace holds no secrets (give the credential to the proxy instead)`);
+      }
+      env.push(e);
+    });
+    asArray(c.envFrom).forEach((e, i) => {
+      if (e.secretRef != null) ctx.deny(`${path}.envFrom[${i}].secretRef`, 'secret-env', 'env from a Secret is not allowed in the workspace');
+    });
+    c.env = env;
+    for (const [name, value] of [
+      ['HTTP_PROXY', PROXY_URL], ['HTTPS_PROXY', PROXY_URL], ['http_proxy', PROXY_URL], ['https_proxy', PROXY_URL],
+      ['NO_PROXY', noProxy], ['no_proxy', noProxy],
+      ['SSL_CERT_FILE', `${SHARED_DIR}/${CA_BUNDLE_FILE}`], ['REQUESTS_CA_BUNDLE', `${SHARED_DIR}/${CA_BUNDLE_FILE}`],
+      ['CURL_CA_BUNDLE', `${SHARED_DIR}/${CA_BUNDLE_FILE}`], ['AWS_CA_BUNDLE', `${SHARED_DIR}/${CA_BUNDLE_FILE}`],
+      ['GIT_SSL_CAINFO', `${SHARED_DIR}/${CA_BUNDLE_FILE}`], ['NODE_EXTRA_CA_CERTS', `${SHARED_DIR}/${CA_CERT_FILE}`],
+      ...(isWorkspace ? [['AGENT_LISTEN_MODE', 'tcp'], ['AGENT_PORT', String(PORTS.agent)]] : []),
+    ] as const) setEnv(c, name, value);
+
+    // Mounts: secrets refused, credential tokens move, the shared dir (read-only) and scratch space come in.
+    const mounts: Json[] = [];
+    asArray(c.volumeMounts).forEach((m, i) => {
+      const name = m.name as string;
+      const vol = volumeByName.get(name);
+      if (moveVolumes.has(name) && vol) {
+        if (!movedMounts.has(name)) movedMounts.set(name, m);
+        ctx.notes.push(`moved the mount of volume ${name} from container ${c.name} to ${CONTAINER_PROXY}`);
+        return;
+      }
+      if (vol) checkMountedVolume(ctx, vol, `${path}.volumeMounts[${i}]`);
+      if (normPath(m.mountPath as string) === SHARED_DIR) {
+        ctx.deny(`${path}.volumeMounts[${i}].mountPath`, 'reserved-path', `${SHARED_DIR} is reserved for the proxy's CA files`);
+      }
+      mounts.push(m);
+    });
+    const mountedAt = (dir: string) => mounts.some((m) => normPath(m.mountPath as string) === dir);
+    mounts.push({ name: VOLUME_SHARED, mountPath: SHARED_DIR, readOnly: true });
+    if (!mountedAt(TMP_DIR)) {
+      mounts.push({ name: VOLUME_TMP, mountPath: TMP_DIR });
+      usesTmp = true;
+    }
+    if (isWorkspace && !mountedAt(WORKSPACE_ROOT)) {
+      mounts.push({ name: VOLUME_WORKSPACE, mountPath: WORKSPACE_ROOT });
+      usesWorkspaceVolume = true;
+    }
+    c.volumeMounts = mounts;
+
+    applyResources(ctx, c, path, config);
+    if (isWorkspace) {
+      const ports = (c.ports = Array.isArray(c.ports) ? [...c.ports as Json[]] : []) as Json[];
+      if (!ports.some((p) => p.containerPort === PORTS.agent)) {
+        const named = ports.some((p) => p.name === 'agent');
+        ports.push({ ...(named ? {} : { name: 'agent' }), containerPort: PORTS.agent, protocol: 'TCP' });
+      }
+      if (c.readinessProbe == null) {
+        c.readinessProbe = httpProbe(AGENT_PATHS.health, PORTS.agent, { initialDelaySeconds: 3, periodSeconds: 5, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 3 });
+      }
+    }
+  }
+
+  const runtimeChange = decideRuntime(ctx, spec, wantedRuntime, status);
+
+  // --- 6. The sidecar. ---------------------------------------------------------------------------
+  const sidecar = renderSidecar(ctx, config, {
+    domains: [...new Set([...config.allowedDomains.domains, ...extraDomains])],
+    copied: [...copied.values()],
+    moved: [...moved.values()],
+    movedMounts: [...movedMounts.values()],
+  });
+
+  if (ctx.violations.length > 0) {
+    const v = ctx.violations;
+    const message = v.length === 1 ? v[0]!.message : `${v.length} problems: ${v.map((x) => x.message).join('; ')}`;
+    return { denied: true, code: 403, message, violations: v };
+  }
+
+  // --- 7. Pod level. -----------------------------------------------------------------------------
+  spec.initContainers = [sidecar, ...initContainers];
+  const added: Json[] = [{ name: VOLUME_SHARED, emptyDir: {} }];
+  if (usesWorkspaceVolume) added.push({ name: VOLUME_WORKSPACE, emptyDir: { sizeLimit: config.workspace.workspaceSizeLimit } });
+  if (usesTmp) added.push({ name: VOLUME_TMP, emptyDir: { medium: 'Memory', sizeLimit: config.workspace.tmpSizeLimit } });
+  const token = config.sidecar.rulesTokenSecret;
+  if (token) added.push({ name: VOLUME_RULES_TOKEN, secret: { secretName: token.secretName, items: [{ key: token.key, path: token.key }], defaultMode: 0o644 } });
+  spec.volumes = [...volumes, ...added];
+
+  if (runtimeChange !== undefined) {
+    if (runtimeChange === null) delete spec.runtimeClassName;
+    else spec.runtimeClassName = runtimeChange;
+    // Never set spec.overhead: the RuntimeClass admission plugin owns it and, when it re-runs after
+    // our patch, rejects a Pod whose overhead differs from the new class's. A stale value goes.
+    delete spec.overhead;
+    ctx.notes.push(runtimeChange === null ? 'runtimeClassName removed' : `runtimeClassName set to ${runtimeChange}`);
+  }
+  if (config.priorityClassName !== null && spec.priorityClassName !== config.priorityClassName) {
+    // DELIVERED: the Priority admission plugin has resolved the old class into spec.priority (and
+    // spec.preemptionPolicy). When it re-runs after our patch it rejects a Pod whose priority
+    // differs from the new class's value, so the computed fields go with the old name.
+    spec.priorityClassName = config.priorityClassName;
+    delete spec.priority;
+    delete spec.preemptionPolicy;
+    ctx.notes.push(`priorityClassName set to ${config.priorityClassName}`);
+  }
+  const deadline = applyDeadline(ctx, spec, ttl, status, config);
+  spec.automountServiceAccountToken = false;
+  // The API server defaults this to true; service env vars would tell the workspace about every Service.
+  spec.enableServiceLinks = false;
+  const podSecurity = (spec.securityContext = isObject(spec.securityContext) ? { ...spec.securityContext } : {}) as Json;
+  if (podSecurity.fsGroup === undefined) podSecurity.fsGroup = config.workspace.fsGroup;
+
+  metadata.labels = { ...(isObject(metadata.labels) ? metadata.labels : {}), [LABEL_WORKSPACE]: 'true' };
+  const finalStatus: InjectionStatus = {
+    version: options.version ?? VERSION,
+    configHash: configHash(config),
+    runtimeClassName: (spec.runtimeClassName as string | undefined) ?? null,
+    ...(deadline === undefined ? {} : { activeDeadlineSeconds: deadline }),
+    initContainers: [CONTAINER_PROXY],
+    workspaceContainer: workspace!.name,
+    containers: appContainers.map((c) => c.name),
+    volumes: added.map((v) => v.name as string),
+    credentials: [...moved.keys(), ...movedMounts.keys()],
+  };
+  metadata.annotations = { ...annotations, [ANNOTATION_STATUS]: JSON.stringify(finalStatus) };
+  return { pod, warnings: ctx.warnings, notes: ctx.notes };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function checkSecurityContextValues(ctx: Context, sc: Json, path: string, config: InjectionConfig): void {
+  if (sc.privileged === true) ctx.deny(`${path}.privileged`, 'privileged', 'privileged containers are not allowed (gVisor cannot run them and they break isolation)');
+  if (sc.allowPrivilegeEscalation === true) ctx.deny(`${path}.allowPrivilegeEscalation`, 'privilege-escalation', 'must be false');
+  if (sc.runAsUser === 0) ctx.deny(`${path}.runAsUser`, 'run-as-root', 'must not be 0 (root)');
+  if (sc.runAsGroup === 0) ctx.deny(`${path}.runAsGroup`, 'run-as-root', 'must not be 0 (root group)');
+  if (sc.runAsNonRoot === false) ctx.deny(`${path}.runAsNonRoot`, 'run-as-root', 'must be true');
+  if (sc.readOnlyRootFilesystem === false) ctx.deny(`${path}.readOnlyRootFilesystem`, 'writable-root', 'must be true (write to /workspace or /tmp)');
+  if (sc.procMount === 'Unmasked') ctx.deny(`${path}.procMount`, 'proc-mount', 'Unmasked /proc is not allowed');
+  for (const k of ['seccompProfile', 'appArmorProfile']) {
+    const profile = sc[k];
+    if (isObject(profile) && profile.type === 'Unconfined') ctx.deny(`${path}.${k}.type`, 'unconfined', 'Unconfined is not allowed');
+  }
+  if (isObject(sc.windowsOptions) && sc.windowsOptions.hostProcess === true) ctx.deny(`${path}.windowsOptions.hostProcess`, 'host-namespace', 'host processes are not allowed');
+  if (isObject(sc.capabilities) && Array.isArray(sc.capabilities.add)) {
+    const allowed = new Set(config.workspace.capabilities);
+    (sc.capabilities.add as string[]).forEach((cap, i) => {
+      if (!allowed.has(normCap(cap))) {
+        ctx.deny(`${path}.capabilities.add[${i}]`, 'capability', `capability ${cap} is not allowed (allowed: ${[...allowed].join(', ') || 'none'})`);
+      }
+    });
+  }
+}
+
+function checkContainer(ctx: Context, c: Json, path: string, podSc: Json, config: InjectionConfig): void {
+  const sc = (c.securityContext = isObject(c.securityContext) ? { ...c.securityContext } : {}) as Json;
+  checkSecurityContextValues(ctx, sc, `${path}.securityContext`, config);
+  asArray(c.ports).forEach((p, i) => {
+    if (typeof p.hostPort === 'number' && p.hostPort !== 0) ctx.deny(`${path}.ports[${i}].hostPort`, 'host-port', 'host ports are not allowed');
+  });
+  // Absent → the default. A Pod-level value (already checked) is inherited instead.
+  inheritOrDefault(sc, podSc, 'runAsUser', config.workspace.runAsUser);
+  inheritOrDefault(sc, podSc, 'runAsGroup', config.workspace.runAsGroup);
+  inheritOrDefault(sc, podSc, 'runAsNonRoot', true);
+  if (sc.readOnlyRootFilesystem === undefined) sc.readOnlyRootFilesystem = true;
+  if (sc.allowPrivilegeEscalation === undefined) sc.allowPrivilegeEscalation = false;
+  const caps = (sc.capabilities = isObject(sc.capabilities) ? { ...sc.capabilities } : {}) as Json;
+  if (!Array.isArray(caps.drop)) caps.drop = ['ALL'];
+  else if (!(caps.drop as string[]).some((d) => normCap(d) === 'ALL')) caps.drop = [...(caps.drop as string[]), 'ALL'];
+  if (!Array.isArray(caps.add)) caps.add = [...config.workspace.capabilities];
+  inheritOrDefault(sc, podSc, 'seccompProfile', { type: 'RuntimeDefault' });
+}
+
+/** Defaults that a Pod-level securityContext value also satisfies. */
+function inheritOrDefault(sc: Json, podSc: Json, key: string, value: unknown): void {
+  if (sc[key] === undefined && podSc[key] === undefined) sc[key] = value;
+}
+
+function checkMountedVolume(ctx: Context, vol: Json, path: string): void {
+  const name = JSON.stringify(vol.name);
+  if (vol.secret != null) {
+    ctx.deny(path, 'secret-volume', `Secret volume ${name} may not be mounted into the workspace (give the credential to the proxy instead)`);
+    return;
+  }
+  if (isObject(vol.csi) && vol.csi.driver === 'secrets-store.csi.k8s.io') {
+    ctx.deny(path, 'secret-volume', `secrets-store CSI volume ${name} may not be mounted into the workspace`);
+    return;
+  }
+  if (isObject(vol.projected)) {
+    for (const s of asArray(vol.projected.sources)) {
+      if (s.secret != null) return ctx.deny(path, 'secret-volume', `projected volume ${name} carries a Secret; it may not be mounted into the workspace`);
+      if (s.serviceAccountToken != null) return ctx.deny(path, 'service-account-token', `projected volume ${name} carries a service account token; it may not be mounted into the workspace`);
+    }
+  }
+}
+
+function applyResources(ctx: Context, c: Json, path: string, config: InjectionConfig): void {
+  const res = (c.resources = isObject(c.resources) ? { ...c.resources } : {}) as Json;
+  const requests = (isObject(res.requests) ? { ...res.requests } : {}) as Record<string, string>;
+  const limits = (isObject(res.limits) ? { ...res.limits } : {}) as Record<string, string>;
+  const defaults = config.workspace.resources;
+  for (const key of ['cpu', 'memory'] as const) {
+    if (limits[key] === undefined) {
+      // A request above the default limit raises the limit to the request (request <= limit).
+      const req = requests[key];
+      limits[key] = req !== undefined && parseQuantity(req)! > parseQuantity(defaults.limits[key])! ? req : defaults.limits[key];
+    }
+    if (requests[key] === undefined) {
+      const lim = limits[key]!;
+      requests[key] = parseQuantity(defaults.requests[key])! > parseQuantity(lim)! ? lim : defaults.requests[key];
+    }
+  }
+  for (const [key, max] of Object.entries(config.workspace.maxResources)) {
+    const maxValue = parseQuantity(max)!;
+    for (const [kind, list] of [['limits', limits], ['requests', requests]] as const) {
+      const v = list[key];
+      if (v !== undefined && parseQuantity(v)! > maxValue) {
+        list[key] = max;
+        ctx.warnings.push(`${path}.resources.${kind}.${key} ${v} is above the maximum ${max}: clamped to ${max}`);
+      }
+    }
+  }
+  res.requests = requests;
+  res.limits = limits;
+}
+
+function resolveRuntime(ctx: Context, annotations: Record<string, string>, config: InjectionConfig): string | null {
+  const wanted = config.runtime.runtimeClassName;
+  const asked = annotations[ANNOTATION_RUNTIME];
+  if (asked === undefined || asked === wanted) return wanted;
+  if (config.runtime.allowedFallbacks.includes(asked)) {
+    ctx.notes.push(`runtime ${asked} selected by the ${ANNOTATION_RUNTIME} annotation`);
+    return asked;
+  }
+  const allowed = [wanted, ...config.runtime.allowedFallbacks].filter((x) => x !== null).join(', ');
+  ctx.deny(`metadata.annotations[${ANNOTATION_RUNTIME}]`, 'runtime-class', `RuntimeClass ${JSON.stringify(asked)} is not allowed (allowed: ${allowed || 'none'})`);
+  return wanted;
+}
+
+/** The runtimeClassName to write (null: remove it), or undefined to leave the field alone. */
+function decideRuntime(ctx: Context, spec: Json, wanted: string | null, status: Partial<InjectionStatus> | undefined): string | null | undefined {
+  let current = spec.runtimeClassName as string | undefined;
+  // A RuntimeClass we set before is ours to change.
+  if (current !== undefined && status?.runtimeClassName === current) current = undefined;
+  if (current !== undefined && current !== wanted) {
+    ctx.deny('spec.runtimeClassName', 'runtime-class', `${JSON.stringify(current)} is not allowed: workspaces run under ${JSON.stringify(wanted)} (select a fallback with the ${ANNOTATION_RUNTIME} annotation)`);
+    return undefined;
+  }
+  return spec.runtimeClassName === (wanted ?? undefined) ? undefined : wanted;
+}
+
+function parseTtl(ctx: Context, annotations: Record<string, string>): number | undefined {
+  const raw = annotations[ANNOTATION_TTL_SECONDS];
+  if (raw === undefined) return undefined;
+  if (!/^[1-9][0-9]{0,9}$/.test(raw)) {
+    ctx.deny(`metadata.annotations[${ANNOTATION_TTL_SECONDS}]`, 'ttl', `${JSON.stringify(raw)} is not a positive number of seconds`);
+    return undefined;
+  }
+  return Number(raw);
+}
+
+/** Sets spec.activeDeadlineSeconds; returns it when it was derived from the config or annotation (ours to re-render). */
+function applyDeadline(ctx: Context, spec: Json, ttl: number | undefined, status: Partial<InjectionStatus> | undefined, config: InjectionConfig): number | undefined {
+  const { default: def, max } = config.activeDeadlineSeconds;
+  let own = spec.activeDeadlineSeconds as number | undefined;
+  if (own !== undefined && status?.activeDeadlineSeconds === own) own = undefined; // ours: re-render
+  let deadline = own ?? def;
+  if (ttl !== undefined) deadline = own === undefined ? ttl : Math.min(own, ttl);
+  if (deadline > max) {
+    ctx.warnings.push(`activeDeadlineSeconds ${deadline} is above the maximum ${max}: clamped to ${max}`);
+    deadline = max;
+  }
+  spec.activeDeadlineSeconds = deadline;
+  // A value derived from the Pod's own is kept as the Pod's own on the next pass (a fixpoint either way).
+  return own === undefined ? deadline : undefined;
+}
+
+function parseDomainsAnnotation(ctx: Context, annotations: Record<string, string>, config: InjectionConfig): string[] {
+  const raw = annotations[ANNOTATION_ALLOWED_DOMAINS];
+  if (raw === undefined) return [];
+  if (!config.allowedDomains.allowAnnotation) {
+    ctx.warnings.push(`annotation ${ANNOTATION_ALLOWED_DOMAINS} ignored: this cluster does not allow Pods to extend the allowed domains`);
+    return [];
+  }
+  const domains = raw.split(',').map((d) => d.trim()).filter(Boolean);
+  for (const d of domains) {
+    if (!DOMAIN_PATTERN.test(d)) ctx.deny(`metadata.annotations[${ANNOTATION_ALLOWED_DOMAINS}]`, 'allowed-domains', `${JSON.stringify(d)} is not a host name, *.suffix or host:port`);
+  }
+  return domains;
+}
+
+interface SidecarInputs {
+  domains: string[];
+  copied: Json[];
+  moved: Json[];
+  movedMounts: Json[];
+}
+
+function renderSidecar(ctx: Context, config: InjectionConfig, inputs: SidecarInputs): Json {
+  const sc = config.sidecar;
+  const env: Json[] = [
+    envValue('ALLOWED_DOMAINS', inputs.domains.join(',')),
+    fieldEnv('POD_NAME', 'metadata.name'),
+    fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
+    fieldEnv('POD_UID', 'metadata.uid'),
+  ];
+  if (sc.redisUrl !== null) env.push(envValue('REDIS_URL', sc.redisUrl), fieldEnv('RULES_SCOPE', 'metadata.uid'));
+  if (sc.rulesTokenSecret) env.push(envValue('RULES_TOKEN_FILE', `${RULES_TOKEN_DIR}/${sc.rulesTokenSecret.key}`));
+  const names = new Set(env.map((e) => e.name));
+  for (const e of [...sc.env.map((x) => ({ name: x.name, value: x.value })), ...inputs.copied, ...inputs.moved]) {
+    if (names.has(e.name)) continue;
+    names.add(e.name);
+    env.push(JSON.parse(JSON.stringify(e)) as Json); // a copy: the Pod must not share objects between containers
+  }
+  const mounts: Json[] = [{ name: VOLUME_SHARED, mountPath: SHARED_DIR }];
+  if (sc.rulesTokenSecret) mounts.push({ name: VOLUME_RULES_TOKEN, mountPath: RULES_TOKEN_DIR, readOnly: true });
+  for (const m of inputs.movedMounts) {
+    if (mounts.some((x) => normPath(x.mountPath as string) === normPath(m.mountPath as string))) {
+      ctx.deny(`volumeMounts[${JSON.stringify(m.name)}].mountPath`, 'reserved-path', `${m.mountPath} is used by the credential proxy`);
+      continue;
+    }
+    mounts.push({ ...m });
+  }
+  const probe = (extra: Json) => httpProbe(PROXY_ADMIN_PATHS.readyz, PORTS.proxyAdmin, extra);
+  return {
+    name: CONTAINER_PROXY,
+    image: sc.image,
+    imagePullPolicy: sc.imagePullPolicy,
+    // A native sidecar (KEP-753): starts before, and outlives, the workspace.
+    restartPolicy: 'Always',
+    ports: [
+      { name: 'proxy', containerPort: PORTS.proxy, protocol: 'TCP' },
+      { name: 'admin', containerPort: PORTS.proxyAdmin, protocol: 'TCP' },
+    ],
+    env,
+    resources: {
+      requests: { cpu: sc.resources.requests.cpu, memory: sc.resources.requests.memory },
+      limits: { cpu: sc.resources.limits.cpu, memory: sc.resources.limits.memory },
+    },
+    volumeMounts: mounts,
+    // The kubelet starts the next container only after the sidecar's startupProbe passes, and the
+    // proxy turns ready only after it has written its CA into the shared dir.
+    startupProbe: probe({ periodSeconds: 1, timeoutSeconds: 1, successThreshold: 1, failureThreshold: sc.startupTimeoutSeconds }),
+    readinessProbe: probe({ periodSeconds: 5, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 3 }),
+    terminationMessagePath: '/dev/termination-log',
+    terminationMessagePolicy: 'File',
+    securityContext: {
+      runAsUser: sc.runAsUser,
+      runAsGroup: sc.runAsUser,
+      runAsNonRoot: true,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+  };
+}
