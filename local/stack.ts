@@ -1,0 +1,201 @@
+// `npm start`: the webhook, the credential proxy and the agent on this machine, each its own
+// process under one supervisor, with everything a cluster would provide made locally: a dev CA
+// and serving pair for the webhook, a rules file and a /rules token for the proxy, a temporary
+// workspace root for the agent. No cluster, no Redis.
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { createCA, issueCertificate } from '../lib/certs.ts';
+import { PROXY_ADMIN_PATHS, AGENT_PATHS, WEBHOOK_PATHS } from '../lib/constants.ts';
+import { inheritedEnvironment, loadLocalConfig, type LocalConfig } from './config.ts';
+import { Supervisor, type ProgramSpec } from './supervisor.ts';
+
+const BIN = fileURLToPath(new URL('../bin/workspace-sandbox.ts', import.meta.url));
+const DAY = 24 * 3600_000;
+
+/**
+ * Hosts of the demo's fake APIs. The proxy answers them with loopback (STATIC_HOSTS); they are
+ * not `*.localhost` names because the injected NO_PROXY=localhost covers those (curl matches it as
+ * a domain suffix), and the demo must go through the proxy.
+ */
+export const DEMO_HOSTS = Object.freeze({ credentialed: 'api.demo.test', open: 'open.demo.test' });
+
+/** Where the stack keeps what it made; the demo reads `state.json`. */
+export interface StackState {
+  urls: { webhook: string; webhookMetrics: string; proxy: string; proxyAdmin: string; agent: string };
+  files: { devCa: string; devCaKey: string; webhookCert: string; webhookKey: string; rulesToken: string; demoApiToken: string; caDir: string; rules: string };
+  workspaceRoot: string;
+  demoApiPort: number;
+}
+
+function writeSecret(path: string, content: string): void {
+  writeFileSync(path, content, { mode: 0o600 });
+  chmodSync(path, 0o600);
+}
+
+/** The rules the proxy starts with: the demo's credentialed API; everything else is denied. */
+export function devRules(demoApiPort: number) {
+  return {
+    rules: [{
+      id: 'demo-api',
+      hosts: [DEMO_HOSTS.credentialed],
+      ports: [demoApiPort],
+      // Local fake APIs listen on loopback; in a cluster rules never need this.
+      allowPrivate: true,
+      credentials: { type: 'header', name: 'authorization', value: { env: 'DEMO_API_TOKEN' }, format: 'Bearer {value}' },
+    }],
+  };
+}
+
+export function prepareState(config: LocalConfig): StackState {
+  const dir = config.stateDir;
+  rmSync(dir, { recursive: true, force: true });
+  for (const sub of ['tls', 'ca', 'workspace']) mkdirSync(join(dir, sub), { recursive: true, mode: 0o700 });
+  const ca = createCA({ commonName: 'workspace-sandbox local CA', organization: 'workspace-sandbox', validityMs: 30 * DAY });
+  const leaf = issueCertificate(ca, { hosts: ['localhost', '127.0.0.1', '::1', DEMO_HOSTS.credentialed, DEMO_HOSTS.open], validityMs: 30 * DAY });
+  const files: StackState['files'] = {
+    devCa: join(dir, 'tls', 'ca.crt'),
+    devCaKey: join(dir, 'tls', 'ca.key'),
+    webhookCert: join(dir, 'tls', 'tls.crt'),
+    webhookKey: join(dir, 'tls', 'tls.key'),
+    rulesToken: join(dir, 'rules-token'),
+    demoApiToken: join(dir, 'demo-api-token'),
+    caDir: join(dir, 'ca'),
+    rules: config.rulesFile ?? join(dir, 'rules.yaml'),
+  };
+  writeFileSync(files.devCa, ca.certPem);
+  // The local CA's key stays in the state dir so the demo can serve its fake APIs under it.
+  writeSecret(files.devCaKey, ca.keyPair.privateKeyPem);
+  writeFileSync(files.webhookCert, leaf.certPem);
+  writeSecret(files.webhookKey, leaf.keyPem);
+  writeSecret(files.rulesToken, `local:${randomBytes(24).toString('base64url')}\n`);
+  writeSecret(files.demoApiToken, `demo-${randomBytes(12).toString('hex')}`);
+  if (!config.rulesFile) writeFileSync(files.rules, stringify(devRules(config.ports.demoApi)));
+  const p = config.ports;
+  const state: StackState = {
+    urls: {
+      webhook: `https://127.0.0.1:${p.webhook}`,
+      webhookMetrics: `http://127.0.0.1:${p.webhookMetrics}`,
+      proxy: `http://127.0.0.1:${p.proxy}`,
+      proxyAdmin: `http://127.0.0.1:${p.proxyAdmin}`,
+      agent: `http://127.0.0.1:${p.agent}`,
+    },
+    files,
+    workspaceRoot: join(dir, 'workspace'),
+    demoApiPort: p.demoApi,
+  };
+  writeFileSync(join(dir, 'state.json'), `${JSON.stringify(state, null, 2)}\n`);
+  return state;
+}
+
+async function httpOk(url: string): Promise<boolean> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  await res.arrayBuffer();
+  return res.ok;
+}
+
+function httpsOk(url: string, ca: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = httpsRequest(url, { ca, timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
+}
+
+export function programSpecs(config: LocalConfig, state: StackState, inherited: Record<string, string>): ProgramSpec[] {
+  const p = config.ports;
+  const common: Record<string, string> = { ...inherited, LOG_LEVEL: config.logLevel };
+  const ca = readFileSync(state.files.devCa, 'utf8');
+  return [
+    {
+      name: 'webhook',
+      command: process.execPath,
+      args: [BIN, 'webhook'],
+      env: { ...common, WEBHOOK_HOST: '127.0.0.1', WEBHOOK_PORT: String(p.webhook), METRICS_HOST: '127.0.0.1', METRICS_PORT: String(p.webhookMetrics), TLS_CERT_FILE: state.files.webhookCert, TLS_KEY_FILE: state.files.webhookKey },
+      probe: () => httpsOk(`${state.urls.webhook}${WEBHOOK_PATHS.readyz}`, ca),
+    },
+    {
+      name: 'proxy',
+      command: process.execPath,
+      args: [BIN, 'proxy'],
+      env: {
+        ...common,
+        PROXY_PORT: String(p.proxy),
+        ADMIN_HOST: '127.0.0.1',
+        ADMIN_PORT: String(p.proxyAdmin),
+        RULES_FILE: state.files.rules,
+        RULES_TOKEN_FILE: state.files.rulesToken,
+        CA_DIR: state.files.caDir,
+        UPSTREAM_CA_FILE: state.files.devCa,
+        STATIC_HOSTS: Object.values(DEMO_HOSTS).map((h) => `${h}=127.0.0.1`).join(','),
+        DEMO_API_TOKEN: readFileSync(state.files.demoApiToken, 'utf8'),
+        POD_NAME: 'local',
+      },
+      probe: () => httpOk(`${state.urls.proxyAdmin}${PROXY_ADMIN_PATHS.readyz}`),
+    },
+    {
+      name: 'agent',
+      command: process.execPath,
+      args: [BIN, 'agent'],
+      env: { ...common, AGENT_LISTEN_MODE: 'tcp', AGENT_HOST: '127.0.0.1', AGENT_PORT: String(p.agent), AGENT_WORKSPACE_ROOT: state.workspaceRoot },
+      probe: () => httpOk(`${state.urls.agent}${AGENT_PATHS.health}`),
+    },
+  ];
+}
+
+function summary(state: StackState, token: string): string {
+  return [
+    '',
+    'workspace-sandbox local stack is ready',
+    `  webhook  ${state.urls.webhook}/mutate  (serving CA: ${state.files.devCa})`,
+    `           metrics ${state.urls.webhookMetrics}/metrics`,
+    `  proxy    ${state.urls.proxy}  (use as HTTP_PROXY / HTTPS_PROXY; its CA: ${join(state.files.caDir, 'ca.crt')})`,
+    `           admin ${state.urls.proxyAdmin}  (/healthz /readyz /metrics /rules)`,
+    `           /rules token (shown once; also in ${state.files.rulesToken}): ${token}`,
+    `  agent    ${state.urls.agent}  (/health /execute /files; workspace ${state.workspaceRoot})`,
+    '',
+    'Try it: npm run demo        Stop: Ctrl-C',
+    '',
+  ].join('\n');
+}
+
+export async function main(): Promise<number> {
+  const config = loadLocalConfig();
+  const state = prepareState(config);
+  const supervisor = new Supervisor({ restartBackoffMs: config.restartBackoffMs, color: process.stdout.isTTY });
+  for (const spec of programSpecs(config, state, inheritedEnvironment())) supervisor.start(spec);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    supervisor.say('stack', `${signal}: stopping all programs`);
+    await supervisor.stop();
+    supervisor.say('stack', 'stopped');
+    process.exit(0);
+  };
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void stop(signal));
+
+  const laggards = await supervisor.waitReady(config.readyTimeoutMs);
+  if (laggards.length > 0) {
+    supervisor.say('stack', `not ready after ${config.readyTimeoutMs} ms: ${laggards.join(', ')} (still retrying; see the lines above)`);
+  } else {
+    const token = readFileSync(state.files.rulesToken, 'utf8').trim().split(':').slice(1).join(':');
+    supervisor.say('stack', summary(state, token));
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`local stack: ${(err as Error).message}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,113 @@
+// The local stack and the demo as a newcomer runs them: real processes, real ports.
+import t from 'tap';
+import { spawn, execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { formatLogLine } from '../../local/supervisor.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(Array.from({ length: n }, async () => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1');
+    await once(s, 'listening');
+    return s;
+  }));
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+function childPids(pid: number): number[] {
+  try {
+    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)]).toString().split('\n').map((l) => Number(l.trim())).filter((n) => n > 0);
+  } catch {
+    return [];
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+t.test('log lines are printed readable', async (t) => {
+  t.equal(formatLogLine('{"level":"info","time":"2026-11-29T20:00:01.123Z","pid":1,"name":"x","msg":"listening","port":8080,"path":"a b"}'),
+    '20:00:01 INFO  listening port=8080 path="a b"');
+  t.equal(formatLogLine('plain text'), 'plain text');
+  t.equal(formatLogLine('[1,2]'), '[1,2]');
+});
+
+t.test('npm start brings up all three, the demo passes, a crash is restarted, Ctrl-C stops everything', async (t) => {
+  const [webhook, metrics, proxy, admin, agent, demoApi] = await freePorts(6);
+  const env = {
+    ...process.env,
+    LOCAL_STATE_DIR: join(mkdtempSync(join(tmpdir(), 'ws-local-')), 'state'),
+    LOCAL_WEBHOOK_PORT: String(webhook),
+    LOCAL_WEBHOOK_METRICS_PORT: String(metrics),
+    LOCAL_PROXY_PORT: String(proxy),
+    LOCAL_PROXY_ADMIN_PORT: String(admin),
+    LOCAL_AGENT_PORT: String(agent),
+    LOCAL_DEMO_API_PORT: String(demoApi),
+    LOCAL_RESTART_BACKOFF_MS: '200',
+    LOCAL_READY_TIMEOUT_MS: '60000',
+  };
+  const stack = spawn(process.execPath, [join(ROOT, 'local/stack.ts')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  stack.stdout.on('data', (c: Buffer) => { output += c.toString(); });
+  stack.stderr.on('data', (c: Buffer) => { output += c.toString(); });
+  t.teardown(() => { if (stack.exitCode === null) stack.kill('SIGKILL'); });
+
+  await waitFor(() => output.includes('local stack is ready') || stack.exitCode !== null, 90_000, 'the stack to be ready');
+  t.match(output, /local stack is ready/, 'status summary printed');
+  t.match(output, new RegExp(`\\[webhook\\]\\s.*listening`), 'prefixed, readable program logs');
+  t.match(output, /\/rules token \(shown once/);
+  t.match(output, /serving CA: .*ca\.crt/, 'says where the webhook CA is');
+  const children = childPids(stack.pid!);
+  t.equal(children.length, 3, 'three program processes');
+
+  const demo = spawn(process.execPath, [join(ROOT, 'local/demo.ts')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let demoOut = '';
+  demo.stdout.on('data', (c: Buffer) => { demoOut += c.toString(); });
+  demo.stderr.on('data', (c: Buffer) => { demoOut += c.toString(); });
+  const [code] = await once(demo, 'exit') as [number];
+  t.equal(code, 0, `demo exits 0\n${demoOut}`);
+  t.match(demoOut, /Step 1\..*\n[\s\S]*\+ \/spec\/runtimeClassName/);
+  t.match(demoOut, /the API received the proxy's credential/);
+  t.match(demoOut, /X-Workspace-Sandbox-Deny-Reason: /i);
+  t.match(demoOut, /now allowed/);
+  t.match(demoOut, /Demo complete/);
+
+  // A crash: the supervisor reports it and restarts the program.
+  const before = childPids(stack.pid!);
+  const victim = before[before.length - 1]!;
+  process.kill(victim, 'SIGKILL');
+  await waitFor(() => /exited \(SIGKILL\); restarting/.test(output), 30_000, 'the crash report');
+  await waitFor(() => childPids(stack.pid!).length === 3 && !childPids(stack.pid!).includes(victim), 30_000, 'the restart');
+  t.pass('crashed program reported and restarted');
+
+  const running = childPids(stack.pid!);
+  stack.kill('SIGINT');
+  const [stackCode] = await once(stack, 'exit') as [number];
+  t.equal(stackCode, 0, 'Ctrl-C exits 0');
+  t.match(output, /stopping all programs/);
+  await waitFor(() => running.every((p) => !alive(p)), 15_000, 'every program to exit');
+  t.pass('no program outlives the stack');
+});
