@@ -11,6 +11,8 @@ run(process.argv.slice(2)).then(
   (err: unknown) => {
     const e = err as { code?: string; message?: string };
     process.stderr.write(`${PRODUCT}: ${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}\n`);
-    process.exitCode = 1;
+    // A program that failed to start must stop now, not finish background start-up work (such as
+    // writing CA files a running sibling relies on).
+    process.exit(1);
   },
 );

@@ -10,7 +10,8 @@ import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { CA_BUNDLE_FILE, CA_CERT_FILE, PRODUCT } from '../lib/constants.ts';
-import { createCA, createKeyPairAsync, type CertificateAuthority } from '../lib/certs.ts';
+import { createCA, keyPairFromKeyObjects, type CertificateAuthority } from '../lib/certs.ts';
+import { startCAKey, type CAKeyObjects } from './ca-key.ts';
 
 /** The webhook's pod deadline is 4 h; the CA outlives it a little so no leaf expires in a live pod. */
 export const CA_VALIDITY_MS = 4.5 * 3600_000;
@@ -26,10 +27,13 @@ export interface PodCAOptions {
   /** Names the pod in the subject, so a person inspecting a chain sees whose CA it is. */
   podName: string;
   validityMs?: number;
+  /** The RSA key, when its generation was started earlier (main.ts starts it before loading the program). */
+  key?: Promise<CAKeyObjects>;
 }
 
 export async function createPodCA(options: PodCAOptions): Promise<CertificateAuthority> {
-  const keyPair = await createKeyPairAsync(2048);
+  const { privateKey, publicKey } = await (options.key ?? startCAKey());
+  const keyPair = keyPairFromKeyObjects(privateKey, publicKey);
   // CN is limited to 64 characters (RFC 5280 ub-common-name); pod names can be 253.
   const commonName = `${PRODUCT} proxy CA ${options.podName}`.slice(0, 64);
   return createCA({ commonName, organization: PRODUCT, validityMs: options.validityMs ?? CA_VALIDITY_MS, keyPair });
@@ -57,16 +61,28 @@ export interface CAFiles {
   readonly bundleFile: string;
 }
 
+/** The PEM certificate blocks of `text`, and nothing else (never a key that shares the file). */
+export function certificateBlocks(text: string): string[] {
+  return text.match(/-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+?-----END CERTIFICATE-----/g) ?? [];
+}
+
 /**
  * Writes `ca.crt` and `ca-bundle.crt` into `dir`. Each appears whole or not at all (temp file in the
  * same directory, then rename): a workspace process starting while the proxy restarts never reads
- * half a bundle.
+ * half a bundle. `upstreamCAs` (the certificates of UPSTREAM_CA_FILE: a private corporate CA the
+ * proxy trusts for upstreams) go into the bundle too, because the workspace's own clients need them
+ * for plain tunnels to the same upstreams.
  */
-export async function writeCAFiles(dir: string, caPem: string, systemBundle: string): Promise<CAFiles> {
+export async function writeCAFiles(dir: string, caPem: string, systemBundle: string, upstreamCAs = ''): Promise<CAFiles> {
   await mkdir(dir, { recursive: true });
   const certFile = join(dir, CA_CERT_FILE);
   const bundleFile = join(dir, CA_BUNDLE_FILE);
-  const bundle = `${systemBundle.trimEnd()}\n\n# ${PRODUCT} per-pod proxy CA\n${caPem.trimEnd()}\n`;
+  const upstream = certificateBlocks(upstreamCAs);
+  const bundle = [
+    `${systemBundle.trimEnd()}\n`,
+    ...(upstream.length > 0 ? [`# ${PRODUCT}: upstream CAs (UPSTREAM_CA_FILE)\n${upstream.join('\n')}\n`] : []),
+    `# ${PRODUCT} per-pod proxy CA\n${caPem.trimEnd()}\n`,
+  ].join('\n');
   await writeAtomically(certFile, caPem.trimEnd() + '\n');
   await writeAtomically(bundleFile, bundle);
   return { certFile, bundleFile };

@@ -1,5 +1,6 @@
 // The proxy's configuration: environment only (plus the rules file it names), validated once into
 // one frozen object with every problem listed. The only module of the proxy that reads process.env.
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { env, parseConfig, pickEnv, readConfigFile, ConfigError, type DeepReadonly } from '../lib/config.ts';
 import { PORTS, PROXY_LOOPBACK_HOST, SHARED_DIR } from '../lib/constants.ts';
@@ -23,6 +24,9 @@ export const proxyEnvSchema = z.object({
   /** Key prefix of the Redis rule sets and pub/sub channel. */
   RULES_REDIS_PREFIX: env.string().default('workspace-sandbox:rules'),
   REDIS_URL: env.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
+  /** `name=address` pairs answered without DNS (like /etc/hosts); the answers are still SSRF-checked. */
+  STATIC_HOSTS: env.list().pipe(z.array(z.string().regex(/^[A-Za-z0-9.-]+=[0-9A-Fa-f:.]+$/, 'each entry must be name=address'))
+    .refine((l) => l.every((e) => isIP(e.slice(e.indexOf('=') + 1)) !== 0), 'each address must be an IPv4 or IPv6 literal')).default([]),
   CA_DIR: env.string().default(SHARED_DIR),
   UPSTREAM_CA_FILE: env.string().optional(),
   /** Largest request body buffered for SigV4 signing (Bedrock needs the payload hash); over it → 413. */
@@ -71,6 +75,7 @@ export const PROXY_ENV_HELP: Readonly<Record<keyof ProxyEnv, string>> = {
   RULES_SCOPE: 'key of this pod\'s rule set in Redis, the pod UID (required with REDIS_URL)',
   RULES_REDIS_PREFIX: 'Redis key prefix and pub/sub channel of the rule sets (workspace-sandbox:rules)',
   REDIS_URL: 'redis:// URL of the shared rules store (default: in-memory store)',
+  STATIC_HOSTS: 'name=address pairs answered without DNS, e.g. api.internal.test=10.1.2.3 (answers are still SSRF-checked)',
   CA_DIR: `where the CA certificate and bundle are written (${SHARED_DIR})`,
   UPSTREAM_CA_FILE: 'extra CA bundle trusted for upstream TLS (tests, private CAs)',
   SIGNING_BODY_CAP_BYTES: 'largest request body buffered for AWS SigV4 signing; larger → 413 (10485760)',

@@ -108,7 +108,12 @@ interface TunnelTarget {
 
 function tunnel(ctx: ProxyContext, client: Socket, head: Buffer, t: TunnelTarget): void {
   const dialStarted = performance.now();
-  const upstream = netConnect({ host: t.address, port: t.port, family: t.family, noDelay: true });
+  const relay = new DownloadRelay(client);
+  // Downloads are the bulk of tunnel traffic: the upstream reads straight into a small ring of
+  // large buffers (fewer reads, no per-read allocation) that are written to the client as they
+  // are; see DownloadRelay. Uploads use pipe().
+  const upstream = netConnect({ host: t.address, port: t.port, family: t.family, noDelay: true, onread: relay.onread });
+  relay.source = upstream;
   let established = false;
   let failure: string | undefined;
   const connectTimer = setTimeout(() => {
@@ -131,7 +136,7 @@ function tunnel(ctx: ProxyContext, client: Socket, head: Buffer, t: TunnelTarget
     if (head.length > 0) upstream.write(head);
     // pipe() gives backpressure both ways: a slow reader pauses the fast writer's socket.
     client.pipe(upstream);
-    upstream.pipe(client);
+    relay.start();
     // Idle means no bytes either way; the client socket sees both directions.
     client.setTimeout(ctx.config.IDLE_TIMEOUT_MS, () => {
       failure = 'idle timeout';
@@ -151,10 +156,14 @@ function tunnel(ctx: ProxyContext, client: Socket, head: Buffer, t: TunnelTarget
     failure ??= upstreamFailure(err);
     client.destroy();
   });
+  // The upstream finished sending: pass the half-close on (the client may still be sending).
+  upstream.once('end', () => {
+    if (established && !client.destroyed && !client.writableEnded) client.end();
+  });
   upstream.once('close', () => {
     clearTimeout(connectTimer);
     if (!established) return;
-    // Half-close is carried by pipe(); a full close of one side ends the tunnel.
+    // A full close of one side ends the tunnel.
     if (!client.destroyed && !client.writableEnded) client.end();
     const closeClient = setTimeout(() => client.destroy(), 1000);
     closeClient.unref();
@@ -172,4 +181,79 @@ function tunnel(ctx: ProxyContext, client: Socket, head: Buffer, t: TunnelTarget
       ...(failure ? { error: failure } : {}),
     });
   });
+}
+
+/** Size of each read buffer of a tunnel's download direction, and how many a tunnel may fill ahead of the client. */
+const RELAY_BUFFER_BYTES = 128 * 1024;
+const RELAY_BUFFERS = 4;
+
+/**
+ * Upstream → client bytes of one tunnel, without the Readable stream layer: the upstream socket
+ * reads (net.connect's `onread`) into one of a few reusable buffers, each read is written to the
+ * client as it is, and a buffer is read into again only once its write is done. Backpressure: when
+ * the client is slow (write() returns false, or every buffer is still in flight) the upstream
+ * socket is paused until the client drains. Buffers are allocated on first use, so an idle tunnel
+ * holds none.
+ */
+class DownloadRelay {
+  source: Socket | undefined;
+  readonly #client: Socket;
+  readonly #free: Buffer[] = [];
+  #allocated = 0;
+  #started = false;
+  #waiting = false;
+  /** Bytes read before the client side was ready (none in practice: the upstream speaks after the client). */
+  readonly #early: Buffer[] = [];
+
+  constructor(client: Socket) {
+    this.#client = client;
+  }
+
+  readonly onread = {
+    buffer: (): Buffer => this.#take(),
+    callback: (n: number, buf: Buffer): boolean => this.#relay(n, buf),
+  };
+
+  #take(): Buffer {
+    const buf = this.#free.pop();
+    if (buf) return buf;
+    this.#allocated++;
+    return Buffer.allocUnsafeSlow(RELAY_BUFFER_BYTES);
+  }
+
+  #relay(n: number, buf: Buffer): boolean {
+    const chunk = buf.subarray(0, n);
+    if (!this.#started) {
+      this.#early.push(Buffer.from(chunk));
+      this.#free.push(buf);
+      return true;
+    }
+    if (this.#client.destroyed) return false;
+    const more = this.#client.write(chunk, () => this.#release(buf));
+    if (!more || (this.#free.length === 0 && this.#allocated >= RELAY_BUFFERS)) return this.#pause();
+    return true;
+  }
+
+  #release(buf: Buffer): void {
+    this.#free.push(buf);
+    if (this.#waiting && this.#client.writableLength === 0) this.#resume();
+  }
+
+  #pause(): false {
+    this.#waiting = true;
+    this.#client.once('drain', () => this.#resume());
+    return false;
+  }
+
+  #resume(): void {
+    if (!this.#waiting) return;
+    this.#waiting = false;
+    this.source?.resume();
+  }
+
+  /** The client has its 200: relay from now on. */
+  start(): void {
+    this.#started = true;
+    for (const chunk of this.#early.splice(0)) this.#client.write(chunk);
+  }
 }

@@ -46,13 +46,39 @@ export function allowedPorts(rule: Rule, kind: Target['kind']): readonly number[
   return rule.ports ?? [kind === 'connect' ? DEFAULT_CONNECT_PORT : DEFAULT_HTTP_PORT];
 }
 
-/** Dot segments (raw or percent-encoded) would let `/allowed/../secret` pass a prefix check. */
-const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
+/**
+ * Paths are matched as sent, still percent-encoded: `%2F` is an ordinary character inside a
+ * segment, never a separator (Bedrock inference-profile model IDs put `%2F` and `%3A` in one
+ * segment: `/model/arn%3Aaws%3Abedrock%3A...%3Ainference-profile%2Fus.anthropic.../invoke`). A rule
+ * prefix therefore only ever matches a prefix of the raw path, and whatever follows it stays under
+ * it for a router that decodes nothing. For a router that decodes (once) before routing, the
+ * decoded path must not climb out either, so a path is refused when, raw or decoded, it holds a
+ * dot segment (`..`, `.%2e`, `%2e%2E;x`), a backslash (some routers treat it as `/`), a control
+ * character, double encoding (`%25`, which a second decode would turn into `%2F` or `%2e`), or
+ * percent-encoding that is not valid UTF-8 (overlong forms of `.` and `/`).
+ */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
+const RAW_UNSAFE = /[\\\x00-\x20\x7f]|%25|%5c/i;
+// eslint-disable-next-line no-control-regex -- as above
+const DECODED_UNSAFE = /[\\\x00-\x1f\x7f]|(?:^|\/)\.{1,2}(?:;[^/]*)?(?:\/|$)/;
 
-/** Whether `path` (no query string) is allowed by `paths` (exact, or prefix when ending in `*`). */
+/** False for any path shape that could mean something else to a router that decodes it. */
+export function pathIsSafe(path: string): boolean {
+  if (RAW_UNSAFE.test(path)) return false;
+  if (!path.includes('%')) return !DECODED_UNSAFE.test(path);
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(path);
+  } catch {
+    return false;
+  }
+  return !DECODED_UNSAFE.test(path) && !DECODED_UNSAFE.test(decoded);
+}
+
+/** Whether `path` (raw, no query string) is allowed by `paths` (exact, or prefix when ending in `*`). */
 export function pathAllowed(paths: readonly string[] | undefined, path: string): boolean {
   if (!paths) return true;
-  if (DOT_SEGMENT.test(path) || /%2f|%5c|\\/i.test(path)) return false;
+  if (!pathIsSafe(path)) return false;
   return paths.some((p) => (p.endsWith('*') ? path.startsWith(p.slice(0, -1)) : path === p));
 }
 

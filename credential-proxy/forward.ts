@@ -2,9 +2,10 @@
 // address checks as CONNECT, then http-proxy-3 to the checked address. Redirects go back to the
 // client untouched (the client's next request is decided on its own); hop-by-hop and Proxy-*
 // headers never cross the proxy.
-import { Agent, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { http } from './builtins.ts';
 import { performance } from 'node:perf_hooks';
-import { createProxyServer } from 'http-proxy-3';
+import type { ProxyServer } from 'http-proxy-3';
 import { decide } from './decide.ts';
 import { normaliseHost, DEFAULT_HTTP_PORT } from './rules.ts';
 import { resolveChecked, ResolveError } from './resolve.ts';
@@ -55,22 +56,30 @@ export interface Forwarder {
 
 export function createForwarder(ctx: ProxyContext): Forwarder {
   // Keep-alive to upstreams, keyed by the checked address: a pooled socket is always one we checked.
-  const agent = new Agent({ keepAlive: true, maxSockets: 256, timeout: ctx.config.IDLE_TIMEOUT_MS });
-  const proxy = createProxyServer({ xfwd: false, changeOrigin: false, agent, proxyTimeout: ctx.config.IDLE_TIMEOUT_MS });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 256, timeout: ctx.config.IDLE_TIMEOUT_MS });
   const pending = new WeakMap<IncomingMessage, Pending>();
-  proxy.on('proxyRes', (proxyRes, req) => {
-    stripHopByHop(proxyRes.headers as Record<string, unknown>);
-    const p = pending.get(req);
-    if (p) proxyRes.on('data', (chunk: Buffer) => { p.bytesDown += chunk.length; });
+  // http-proxy-3 is loaded on the first plain-HTTP request: most workspaces only use HTTPS
+  // (CONNECT), and the module graph costs start-up time and memory in every Pod.
+  let proxy: ProxyServer | undefined;
+  let loading: Promise<ProxyServer> | undefined;
+  const getProxy = (): Promise<ProxyServer> => loading ??= import('http-proxy-3').then(({ createProxyServer }) => {
+    const p = createProxyServer({ xfwd: false, changeOrigin: false, agent, proxyTimeout: ctx.config.IDLE_TIMEOUT_MS });
+    p.on('proxyRes', (proxyRes, req) => {
+      stripHopByHop(proxyRes.headers as Record<string, unknown>);
+      const entry = pending.get(req);
+      if (entry) proxyRes.on('data', (chunk: Buffer) => { entry.bytesDown += chunk.length; });
+    });
+    p.on('proxyReq', (_proxyReq, _req, _res, _options, socket) => {
+      // Only fresh connections measure connect time; a pooled keep-alive socket is already open.
+      if (!socket.connecting) return;
+      const dialed = performance.now();
+      socket.once('connect', () => ctx.metrics.upstreamConnectSeconds.observe((performance.now() - dialed) / 1000));
+    });
+    // Errors arrive through the per-request callback; this keeps a stray one from crashing us.
+    p.on('error', () => {});
+    proxy = p;
+    return p;
   });
-  proxy.on('proxyReq', (_proxyReq, _req, _res, _options, socket) => {
-    // Only fresh connections measure connect time; a pooled keep-alive socket is already open.
-    if (!socket.connecting) return;
-    const dialed = performance.now();
-    socket.once('connect', () => ctx.metrics.upstreamConnectSeconds.observe((performance.now() - dialed) / 1000));
-  });
-  // Errors arrive through the per-request callback; this keeps a stray one from crashing us.
-  proxy.on('error', () => {});
 
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     const started = performance.now();
@@ -127,7 +136,10 @@ export function createForwarder(ctx: ProxyContext): Forwarder {
     const rule = d.rule!;
     pending.set(req, { bytesDown: 0 });
 
-    resolveChecked(d.host, { resolver: ctx.resolver, allowPrivate: rule.allowPrivate === true, own: ctx.own, port: d.port }).then((resolved) => {
+    Promise.all([
+      resolveChecked(d.host, { resolver: ctx.resolver, allowPrivate: rule.allowPrivate === true, own: ctx.own, port: d.port }),
+      getProxy(),
+    ]).then(([resolved, proxy]) => {
       // The body stays unread (paused) until http-proxy pipes it: reading it here would lose it.
       if (req.socket.destroyed || res.destroyed) return finish({ decision: 'tunnel', rule: rule.id, host: d.host, port: d.port, error: 'client closed' }, 499);
       ctx.metrics.requests.inc({ decision: 'tunnel', rule: rule.id });
@@ -157,7 +169,7 @@ export function createForwarder(ctx: ProxyContext): Forwarder {
     handle,
     close: () => {
       agent.destroy();
-      proxy.close();
+      proxy?.close();
     },
   };
 }

@@ -10,7 +10,8 @@
 // (Node 24: `new https.Agent({ proxyEnv: process.env })`). InvokeModel and
 // InvokeModelWithResponseStream work over HTTP/1.1; the bidirectional stream needs HTTP/2.
 import { readFileSync } from 'node:fs';
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { http as nodeHttp } from './builtins.ts';
 import { Agent, request as httpsRequest } from 'node:https';
 import { Socket } from 'node:net';
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
@@ -21,6 +22,7 @@ import { HEADER_DENY_REASON } from '../lib/constants.ts';
 import { errorBody, WorkspaceSandboxError, type ErrorCode } from '../lib/errors.ts';
 import type { AppLogger } from '../lib/log.ts';
 import { createAuditLog, type AuditLog } from './audit.ts';
+import type { CAKeyObjects } from './ca-key.ts';
 import { createPodCA, systemTrustBundle, writeCAFiles, type CAFiles } from './ca.ts';
 import type { CredentialSpec } from './credential-spec.ts';
 import { headerCredential, SecretReader } from './credentials.ts';
@@ -55,6 +57,8 @@ export interface InterceptorDeps {
   systemBundle?: string;
   /** How often a credential file is checked for rotation (ms). */
   credentialFileRecheckMs?: number;
+  /** The CA key, when main.ts started making it before the program loaded; default: made here. */
+  caKey?: Promise<CAKeyObjects>;
 }
 
 export interface InterceptorHandle extends Interceptor {
@@ -99,9 +103,13 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
   const systemBundle = deps.systemBundle ?? systemTrustBundle();
   // One context for every upstream connection: building it parses the whole trust bundle, which
   // per connection would cost more than the handshake.
-  const upstreamCAs = [systemBundle];
-  if (config.UPSTREAM_CA_FILE) upstreamCAs.push(readFileSync(config.UPSTREAM_CA_FILE, 'utf8'));
-  const upstreamContext: SecureContext = createSecureContext({ ca: upstreamCAs, minVersion: 'TLSv1.2' });
+  const upstreamCaText = config.UPSTREAM_CA_FILE ? readFileSync(config.UPSTREAM_CA_FILE, 'utf8') : '';
+  // Made on the first intercepted request, not at start: parsing ~140 roots costs time and memory
+  // that a pod without credential traffic never needs.
+  let upstreamContext: SecureContext | undefined;
+  const upstreamTls = (): SecureContext => upstreamContext ??= createSecureContext({
+    ca: upstreamCaText ? [systemBundle, upstreamCaText] : [systemBundle], minVersion: 'TLSv1.2',
+  });
   const agent = new Agent({ keepAlive: true, scheduling: 'lifo', maxFreeSockets: 64, timeout: idleTimeoutMs });
 
   let ca: CertificateAuthority | undefined;
@@ -114,15 +122,15 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
   // handshake signature costs a small fraction of an RSA one, so a new intercepted connection is cheap.
   const leafKey = createEcKeyPair();
   const ready = (async () => {
-    ca = await createPodCA({ podName });
-    caFiles = await writeCAFiles(config.CA_DIR, ca.certPem, systemBundle);
+    ca = await createPodCA({ podName, ...(deps.caKey ? { key: deps.caKey } : {}) });
+    caFiles = await writeCAFiles(config.CA_DIR, ca.certPem, systemBundle, upstreamCaText);
     leaves = new LeafCache({ ca, keyPair: leafKey });
     logger.info({ caDir: config.CA_DIR, notAfter: ca.notAfter.toISOString() }, 'per-pod CA ready');
   })();
   // A failure is reported through `ready` (readiness stays false); don't crash on it here.
   ready.catch((err: unknown) => logger.error({ err }, 'per-pod CA setup failed'));
 
-  const http = createServer({
+  const http = nodeHttp.createServer({
     maxHeaderSize: 16 * 1024,
     keepAliveTimeout: idleTimeoutMs,
     requestTimeout: 0,
@@ -277,7 +285,7 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
         agent,
         setHost: false,
         // Passed through the agent to tls.connect (missing from https.RequestOptions' types).
-        ...({ secureContext: upstreamContext } as object),
+        ...({ secureContext: upstreamTls() } as object),
       });
       let responded = false;
       const connectTimer = setTimeout(() => upstream.destroy(Object.assign(new Error('upstream connect timed out'), { code: 'ETIMEDOUT' })), connectTimeoutMs);

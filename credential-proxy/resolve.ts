@@ -29,6 +29,24 @@ export const systemResolver: Resolver = async (host) => {
   return answers.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
 };
 
+/** Answers `entries` (`name=address`) itself and asks `fallback` for every other name. */
+export function staticHostsResolver(entries: readonly string[], fallback: Resolver): Resolver {
+  if (entries.length === 0) return fallback;
+  const table = new Map<string, ResolvedAddress[]>();
+  for (const entry of entries) {
+    const i = entry.indexOf('=');
+    const name = entry.slice(0, i).toLowerCase().replace(/\.$/, '');
+    const address = entry.slice(i + 1);
+    const list = table.get(name) ?? [];
+    list.push({ address, family: address.includes(':') ? 6 : 4 });
+    table.set(name, list);
+  }
+  return async (host) => {
+    const hit = table.get(host.toLowerCase().replace(/\.$/, ''));
+    return hit ? hit.map((a) => ({ ...a })) : fallback(host);
+  };
+}
+
 export interface OwnListeners {
   /** Ports this process listens on (proxy, admin). */
   ports: ReadonlySet<number>;

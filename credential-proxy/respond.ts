@@ -1,7 +1,8 @@
 // How the proxy refuses: a status, the reason in X-Workspace-Sandbox-Deny-Reason (curl -v shows
 // it even for a failed CONNECT, whose body curl does not print), and a short body naming the host
 // and the reason: JSON for clients that accept it, text otherwise.
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { http } from './builtins.ts';
 import type { Duplex } from 'node:stream';
 import { HEADER_DENY_REASON } from '../lib/constants.ts';
 import type { ErrorCode } from '../lib/errors.ts';
@@ -57,7 +58,7 @@ export function refuseSocket(socket: Duplex, r: Refusal, accept?: string, method
   }
   const { contentType, body } = refusalBody(r, accept);
   const head = [
-    `HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? 'Error'}`,
+    `HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status] ?? 'Error'}`,
     `${HEADER_DENY_REASON}: ${headerSafe(r.reason)}`,
     `Content-Type: ${contentType}`,
     `Content-Length: ${Buffer.byteLength(body)}`,

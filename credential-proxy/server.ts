@@ -1,7 +1,8 @@
 // createProxy(config, deps): the two listeners and everything they share. Tests call it with
 // port 0 and injected dependencies (resolver, log destination, store, interceptor); main.ts calls
 // it with the real ones.
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
+import { http } from './builtins.ts';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -98,7 +99,7 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
   metrics.activeTunnels.set(0);
 
   const forwarder = createForwarder(ctx);
-  const proxyServer = createServer({
+  const proxyServer = http.createServer({
     maxHeaderSize: MAX_HEADER_BYTES,
     headersTimeout: config.HEADER_TIMEOUT_MS,
     // Bodies may legitimately stream for long; idleness is bounded by the socket timeout below.
@@ -172,7 +173,7 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
     staticRules: () => config.staticRules,
     readiness,
   });
-  const adminServer = createServer({ maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: config.HEADER_TIMEOUT_MS }, adminApp);
+  const adminServer = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: config.HEADER_TIMEOUT_MS }, adminApp);
 
   return {
     proxyServer,

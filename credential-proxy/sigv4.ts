@@ -5,8 +5,9 @@
 // token) and plain env keys; the chain caches them and refreshes before expiry. The proxy signs
 // over the whole buffered body because Bedrock requires the payload hash in the signature.
 import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
-import { HttpRequest } from '@smithy/protocol-http';
-import { SignatureV4 } from '@smithy/signature-v4';
+import type * as SmithyHttp from '@smithy/protocol-http';
+import type * as SmithySigV4 from '@smithy/signature-v4';
+import type { SignatureV4 } from '@smithy/signature-v4';
 import { WorkspaceSandboxError } from '../lib/errors.ts';
 import type { SecretSet } from '../lib/log.ts';
 import type { CredentialSpec } from './credential-spec.ts';
@@ -122,13 +123,17 @@ export function createSigV4Signer(options: SigV4SignerOptions = {}): SigV4Signer
     secrets?.add(creds.sessionToken);
     return creds;
   };
+  // The signer modules are loaded when a SigV4 rule first signs: most pods never do, and their
+  // module graph is a sizeable part of the proxy's start-up time and memory.
+  let modules: Promise<[typeof SmithySigV4, typeof SmithyHttp]> | undefined;
+  const load = () => modules ??= Promise.all([import('@smithy/signature-v4'), import('@smithy/protocol-http')]);
   const signers = new Map<string, SignatureV4>();
-  const signerFor = (service: string, region: string) => {
+  const signerFor = (Signer: typeof SignatureV4, service: string, region: string) => {
     const key = `${service}\0${region}`;
     let signer = signers.get(key);
     if (!signer) {
       // applyChecksum false: like the SDK for every service but S3, no x-amz-content-sha256 header.
-      signer = new SignatureV4({ service, region, credentials, sha256: NodeSha256, uriEscapePath: true, applyChecksum: false });
+      signer = new Signer({ service, region, credentials, sha256: NodeSha256, uriEscapePath: true, applyChecksum: false });
       signers.set(key, signer);
     }
     return signer;
@@ -141,6 +146,7 @@ export function createSigV4Signer(options: SigV4SignerOptions = {}): SigV4Signer
       const query = q === -1 ? {} : parseQuery(request.url.slice(q + 1));
       const colon = request.host.lastIndexOf(':');
       const hostname = colon > 0 && !request.host.endsWith(']') ? request.host.slice(0, colon) : request.host;
+      const [{ SignatureV4: Signer }, { HttpRequest }] = await load();
       const http = new HttpRequest({
         method: request.method,
         protocol: 'https:',
@@ -150,7 +156,7 @@ export function createSigV4Signer(options: SigV4SignerOptions = {}): SigV4Signer
         headers: { ...request.headers, host: request.host },
         body: request.body,
       });
-      const signed = await signerFor(signingName(spec.service), spec.region).sign(http, signingDate ? { signingDate } : {});
+      const signed = await signerFor(Signer, signingName(spec.service), spec.region).sign(http, signingDate ? { signingDate } : {});
       return signed.headers as Record<string, string>;
     },
   };

@@ -30,6 +30,11 @@ export async function createKeyPairAsync(bits = 2048): Promise<KeyPair> {
   const { privateKey, publicKey } = await new Promise<{ privateKey: KeyObject; publicKey: KeyObject }>((resolve, reject) => {
     generateKeyPair('rsa', { modulusLength: bits }, (err, publicKey, privateKey) => (err ? reject(err) : resolve({ privateKey, publicKey })));
   });
+  return keyPairFromKeyObjects(privateKey, publicKey);
+}
+
+/** A KeyPair from an RSA key made elsewhere with node:crypto (e.g. started before this module loaded). */
+export function keyPairFromKeyObjects(privateKey: KeyObject, publicKey: KeyObject): KeyPair {
   return {
     privateKey,
     privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),

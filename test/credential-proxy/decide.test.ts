@@ -1,5 +1,5 @@
 import t from 'tap';
-import { decide, pathAllowed, type Target } from '../../credential-proxy/decide.ts';
+import { decide, pathAllowed, pathIsSafe, type Target } from '../../credential-proxy/decide.ts';
 import {
   compileRule, normaliseHost, parseHostPattern, rulesFromAllowedDomains, validateRules, RuleSetError,
   type RuleInput,
@@ -135,4 +135,38 @@ t.test('path patterns', async (t) => {
   t.notOk(pathAllowed(['/model/*'], '/models'));
   t.notOk(pathAllowed(['/model/*'], '/model/..%2fadmin'));
   t.notOk(pathAllowed(['/model/*'], '/model/.%2E/admin'));
+});
+
+t.test('paths match raw: %2F inside a segment is allowed (Bedrock inference profiles), traversal shapes are not', async (t) => {
+  const profile = '/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke';
+  const allowed = [
+    profile,
+    profile.replace('/invoke', '/invoke-with-response-stream'),
+    '/model/arn%3aaws%3abedrock%3aus-west-2%3a1%3aapplication-inference-profile%2fabc123/converse',
+    '/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke',
+    '/model/a%20b/invoke',
+    '/model/...hidden/invoke', // three dots is a name, not a dot segment
+    '/model/x.y/invoke',
+  ];
+  for (const p of allowed) t.ok(pathAllowed(['/model/*'], p), `allowed: ${p}`);
+  t.ok(pathAllowed([profile], profile), 'exact patterns compare the raw path');
+
+  const refused = [
+    '/model/..', '/model/../admin', '/model/./x', '/model/x/..',
+    '/model/%2e%2e/admin', '/model/%2E%2e/admin', '/model/.%2e/admin', '/model/%2e./admin', '/model/%2e/admin',
+    '/model/..%2fadmin', '/model/x%2F..%2F..%2Fadmin', '/model/x%2f%2e%2e%2fadmin', '/model/x%2F.', '/model/x%2F..',
+    '/model/..;/admin', '/model/%2e%2e;jsessionid=1/admin', '/model/x%2F..%3Bx%2Fadmin',
+    '/model/x\\..\\admin', '/model/x%5c..%5cadmin', '/model/x%5Cadmin',
+    '/model/x%252F..%252Fadmin', '/model/%252e%252e/admin', '/model/%25',
+    '/model/x%00/invoke', '/model/x%0d%0aHost:%20evil/invoke', '/model/x%7f',
+    '/model/%c0%ae%c0%ae/admin', '/model/%e0%80%ae/admin', '/model/%zz', '/model/%',
+    '/model/x /invoke',
+  ];
+  for (const p of refused) t.notOk(pathAllowed(['/model/*'], p), `refused: ${JSON.stringify(p)}`);
+  // Encoding cannot reach a prefix either: the raw path must start with the pattern.
+  t.notOk(pathAllowed(['/model/*'], '/%6Dodel/x'), 'an encoded prefix is not the prefix');
+  t.notOk(pathAllowed(['/model/*'], '/model%2Fx'), '%2F is not the "/" a prefix ends with');
+  t.notOk(pathAllowed(['/model*'], '/model%2F..%2Fadmin'), 'a slash-less prefix still cannot climb out');
+  t.ok(pathIsSafe(profile));
+  t.ok(pathAllowed(undefined, '/model/..%2Fadmin'), 'without paths the proxy does not judge paths');
 });

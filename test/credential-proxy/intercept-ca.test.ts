@@ -5,7 +5,11 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createEcKeyPair, createKeyPair } from '../../lib/certs.ts';
-import { CA_VALIDITY_MS, createPodCA, systemTrustBundle, writeCAFiles } from '../../credential-proxy/ca.ts';
+import { CA_VALIDITY_MS, certificateBlocks, createPodCA, systemTrustBundle, writeCAFiles } from '../../credential-proxy/ca.ts';
+import { createInterceptor } from '../../credential-proxy/intercept.ts';
+import { createLogger } from '../../lib/log.ts';
+import { captureLogs } from '../helpers/log-capture.ts';
+import { makeTestPki } from '../helpers/tls.ts';
 import { LeafCache } from '../../credential-proxy/leaf-cache.ts';
 
 const HOUR = 3600_000;
@@ -60,6 +64,39 @@ t.test('CA files: ca.crt and ca-bundle.crt (system bundle + CA), written whole, 
   const ca2 = await createPodCA({ podName: 'pod-files' });
   await writeCAFiles(dir, ca2.certPem, system);
   t.equal(readFileSync(files.certFile, 'utf8').trim(), ca2.certPem.trim());
+});
+
+t.test('UPSTREAM_CA_FILE: its certificates (never a key) join ca-bundle.crt, so plain tunnels to the same upstreams verify', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ws-upca-'));
+  const corporate = makeTestPki(['internal.corp.example']);
+  const second = makeTestPki(['other.corp.example']);
+  const keyText = createKeyPair().privateKeyPem;
+  // A file as people make them: two CAs, a comment, and (carelessly) a key.
+  writeFileSync(join(dir, 'upstream-ca.pem'), `# corporate roots\n${corporate.caPem}\n${keyText}\n${second.caPem}`);
+  writeFileSync(join(dir, 'corp-leaf.pem'), corporate.certPem);
+  writeFileSync(join(dir, 'other-leaf.pem'), second.certPem);
+  const system = systemTrustBundle();
+  const logs = captureLogs();
+  const interceptor = createInterceptor(
+    { CA_DIR: join(dir, 'shared'), UPSTREAM_CA_FILE: join(dir, 'upstream-ca.pem'), POD_NAME: 'pod-upca' },
+    { logger: createLogger({ name: 'proxy', level: 'warn', destination: logs.destination }), env: {} },
+  );
+  t.teardown(() => interceptor.close());
+  await interceptor.ready;
+  const bundleFile = interceptor.caFiles!.bundleFile;
+  const bundle = readFileSync(bundleFile, 'utf8');
+  t.ok(bundle.startsWith(system.trimEnd()), 'starts with the system bundle');
+  t.ok(bundle.includes(corporate.caPem.trim()) && bundle.includes(second.caPem.trim()), 'holds every upstream CA');
+  t.ok(bundle.trimEnd().endsWith(interceptor.ca!.certPem.trimEnd()), 'still ends with the pod CA');
+  t.notMatch(bundle, /PRIVATE KEY/, 'a key in UPSTREAM_CA_FILE is never copied');
+  t.notMatch(readFileSync(interceptor.caFiles!.certFile, 'utf8'), /corp|BEGIN CERTIFICATE-----[\s\S]*BEGIN CERTIFICATE/, 'ca.crt is the pod CA alone');
+  for (const leaf of ['corp-leaf.pem', 'other-leaf.pem']) {
+    t.match(openssl(['verify', '-purpose', 'sslserver', '-CAfile', bundleFile, join(dir, leaf)]), /OK/, `${leaf} verifies against the bundle`);
+  }
+  // Without UPSTREAM_CA_FILE the same leaf does not verify: the check above can fail.
+  const plain = await writeCAFiles(join(dir, 'plain'), interceptor.ca!.certPem, system);
+  t.throws(() => openssl(['verify', '-purpose', 'sslserver', '-CAfile', plain.bundleFile, join(dir, 'corp-leaf.pem')]));
+  t.same(certificateBlocks(`x\n${corporate.caPem}\n${keyText}`), [corporate.caPem.trim()]);
 });
 
 t.test('the system bundle falls back to Node\'s roots when the image has none', async (t) => {

@@ -198,9 +198,16 @@ t.test('methods and paths of the rule are enforced inside the tunnel', async (t)
   t.equal(path.status, 403);
   t.match(path.body, /path \/admin is not allowed/);
   t.equal((await fetchVia(agent, h.url('/model/../admin'), { method: 'POST', body: '{}' })).status, 403, 'dot segments cannot escape a prefix');
+  // A Bedrock inference-profile ARN: %3A and %2F inside one segment, forwarded as sent.
+  const profile = '/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-sonnet-4-v1%3A0/invoke';
+  t.equal((await fetchVia(agent, h.url(profile), { method: 'POST', body: '{}' })).status, 200, 'inference-profile ARN allowed under /model/*');
+  t.equal(h.upstream.seen.at(-1)?.url, profile, 'the upstream gets the path still encoded');
+  for (const attack of ['/model/x%2F..%2F..%2Fadmin', '/model/x%2F%2e%2e%2Fadmin', '/model/x%252F..%252Fadmin', '/model/x%5C..%5Cadmin']) {
+    t.equal((await fetchVia(agent, h.url(attack), { method: 'POST', body: '{}' })).status, 403, `refused: ${attack}`);
+  }
   const json = await fetchVia(agent, h.url('/admin'), { method: 'POST', body: '{}', headers: { accept: 'application/json' } });
   t.match(JSON.parse(json.body), { error: { code: 'WS_ERR_FORBIDDEN' } });
-  t.equal(h.upstream.seen.length, 2);
+  t.equal(h.upstream.seen.length, 3);
 });
 
 t.test('upstream certificate problems → 502 with the reason', async (t) => {

@@ -1,0 +1,35 @@
+// The proxy program once its arguments are checked: config, wiring, listeners, signals.
+import { createLogger } from '../lib/log.ts';
+import { createMetricsRegistry } from '../lib/metrics.ts';
+import { createShutdown, exitOnSignals } from '../lib/server.ts';
+import type { CAKeyObjects } from './ca-key.ts';
+import { credentialEnvironment, loadProxyConfig } from './config.ts';
+import { createInterceptor } from './intercept.ts';
+import type { Interceptor } from './interception.ts';
+import { createRulesStore } from './rules-store-factory.ts';
+import { staticHostsResolver, systemResolver } from './resolve.ts';
+import { createProxy } from './server.ts';
+
+export async function runProxy(caKey: Promise<CAKeyObjects>): Promise<void> {
+  const config = loadProxyConfig();
+  const logger = createLogger({ name: 'credential-proxy', level: config.LOG_LEVEL });
+  const registry = createMetricsRegistry({ program: 'credential-proxy' });
+  const store = createRulesStore(config, logger);
+
+  // ── Interception (credential injection): created here and handed to the proxy. ──
+  // The per-pod CA is made and written to CA_DIR in the background; /readyz waits for it.
+  const interceptor: Interceptor | undefined = createInterceptor(config, { logger, registry, env: credentialEnvironment(), caKey });
+  // ─────────────────────────────────────────────────────────────────────────────
+
+  const resolver = staticHostsResolver(config.STATIC_HOSTS, systemResolver);
+  const proxy = createProxy(config, { logger, registry, store, resolver, ...(interceptor ? { interceptor } : {}) });
+  const bound = await proxy.listen();
+  logger.info({ proxy: bound.proxy.display, admin: bound.admin.display, store: store.kind, rules: proxy.rules().length }, 'credential proxy listening');
+  const shutdown = createShutdown({
+    servers: [proxy.proxyServer, proxy.adminServer],
+    drainTimeoutMs: config.DRAIN_TIMEOUT_MS,
+    logger,
+    afterDrain: () => proxy.close(),
+  });
+  exitOnSignals(shutdown, logger);
+}
