@@ -14,7 +14,7 @@ import { PROXY_ADMIN_PATHS } from '../lib/constants.ts';
 import { errorBody, toWorkspaceSandboxError, WorkspaceSandboxError } from '../lib/errors.ts';
 import { metricsHandler } from '../lib/metrics.ts';
 import { bearerToken, type TokenFile } from './auth.ts';
-import { redactRule, ruleSchema, validateRules, type Rule } from './rules.ts';
+import { redactRule, ruleSchema, RuleSetError, validateRules, type Rule } from './rules.ts';
 import type { RulesStore, RuleSetSnapshot } from './rules-store.ts';
 
 export interface ReadinessReport {
@@ -173,7 +173,15 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
       const who = authenticate(req, res, true);
       const ifMatch = parseIfMatch(header(req, 'if-match'));
       const parsed = ruleSchema.safeParse(body);
-      if (!parsed.success) validateRules([body], 'POST /rules'); // throws with every problem listed
+      if (!parsed.success) {
+        // Validated as a one-rule set to list every problem; the body is one rule, so its fields are named without the `[0]`.
+        try {
+          validateRules([body], 'POST /rules');
+        } catch (err) {
+          if (err instanceof RuleSetError) throw new RuleSetError('POST /rules', err.problems.map((p) => ({ ...p, field: p.field.replace(/^\[0\]\.?/, '') || '(body)' })));
+          throw err;
+        }
+      }
       const rule = parsed.data!;
       const { before, after } = await deps.store.write((current) => {
         if (current.some((r) => r.id === rule.id)) throw new WorkspaceSandboxError('WS_ERR_CONFLICT', `rule ${rule.id} already exists; PUT /rules to replace the set`);
@@ -182,6 +190,7 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
       audit(who, 'add', before, after);
       return sendRules(res, after, 201);
     }
+    res.setHeader('allow', 'GET, HEAD, PUT, POST'); // RFC 9110 §15.5.6: a 405 names what is allowed
     throw new WorkspaceSandboxError('WS_ERR_METHOD_NOT_ALLOWED', 'use GET, PUT or POST on /rules, DELETE on /rules/<id>');
   };
 
@@ -218,8 +227,13 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
         res.destroy();
         return;
       }
-      // A refused body may still be arriving: answer, then close rather than read the rest.
-      sendJson(res, e.status, errorBody(e), req.complete ? {} : { connection: 'close' });
+      if (req.complete) return sendJson(res, e.status, errorBody(e));
+      // A refused body may still be arriving. Answering and closing at once would make a client
+      // that is still sending see a connection reset instead of the answer: read and discard up
+      // to a bound first, then answer and close.
+      void discardBody(req).then(() => {
+        if (!res.headersSent) sendJson(res, e.status, errorBody(e), { connection: 'close' });
+      });
     });
   };
 }
@@ -227,4 +241,32 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
 function header(req: IncomingMessage, name: string): string | undefined {
   const v = req.headers[name];
   return Array.isArray(v) ? v.join(', ') : v;
+}
+
+const DISCARD_LIMIT_BYTES = 16 * 1024 * 1024;
+const DISCARD_LIMIT_MS = 5000;
+
+/** Reads and drops the rest of a request body; gives up (destroying the socket) past the bounds. */
+function discardBody(req: IncomingMessage): Promise<void> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    const done = () => {
+      clearTimeout(timer);
+      req.off('data', onData);
+      resolve();
+    };
+    const giveUp = () => {
+      req.socket.destroy();
+      done();
+    };
+    const onData = (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > DISCARD_LIMIT_BYTES) giveUp();
+    };
+    const timer = setTimeout(giveUp, DISCARD_LIMIT_MS);
+    req.on('data', onData);
+    req.once('end', done);
+    req.once('close', done);
+    req.resume();
+  });
 }

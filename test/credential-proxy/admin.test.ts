@@ -93,6 +93,13 @@ t.test('/rules: PUT/POST/DELETE, ETag + If-Match (412), validation, audit, redac
   t.equal(err.error.code, 'WS_ERR_VALIDATION');
   t.same(err.error.details.map((d) => d.field).sort(), ['[0].hosts[0]', '[1].hosts[0]', '[1].ports[0]'], 'every problem listed, the set rejected as a whole');
   t.equal((await call(base, 'PUT', '/rules', { token: TOKEN, body: { nope: 1 } })).status, 400);
+  const badOne = await call(base, 'POST', '/rules', { token: TOKEN, body: { id: 'c', hosts: ['login.*.test'], ports: [0] } });
+  t.equal(badOne.status, 400);
+  const badOneBody = await badOne.json() as { error: { details: { field: string }[] } };
+  t.same(badOneBody.error.details.map((d) => d.field).sort(), ['hosts[0]', 'ports[0]'], 'POST names the fields of the one rule it was given');
+  const wrongMethod = await call(base, 'PATCH', '/rules', { token: TOKEN, body: {} });
+  t.equal(wrongMethod.status, 405);
+  t.equal(wrongMethod.headers.get('allow'), 'GET, HEAD, PUT, POST');
 
   // After: allowed immediately (decision only; the name resolves to loopback, so the guard refuses the dial).
   const after = await rawExchange(p.port, 'CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n');
