@@ -1,0 +1,168 @@
+// The agent's configuration: environment variables → one validated, frozen object. This is the only
+// module of the agent that reads process.env; it also computes the clean base environment of every
+// command, so nothing else can leak the agent's own variables into a child.
+import { readFileSync, statSync } from 'node:fs';
+import { z } from 'zod';
+import { ConfigError, env, parseConfig, pickEnv, type DeepReadonly } from '../lib/config.ts';
+import { AGENT_SOCKET_PATH, PORTS, WORKSPACE_ROOT } from '../lib/constants.ts';
+
+const MiB = 1024 * 1024;
+
+/** The variable every command carries so escaped descendants can be found in /proc (see sweep.ts). */
+export const EXEC_ID_VAR = 'WORKSPACE_SANDBOX_EXEC_ID';
+
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/**
+ * Variables of the container's environment that commands inherit. Everything else the agent was
+ * started with (its own AGENT_* settings, NODE_OPTIONS, anything a manifest added for the agent)
+ * stays out. The proxy and CA variables are here because the webhook points the workspace's egress
+ * at the credential proxy through them.
+ */
+export const DEFAULT_CHILD_ENV = Object.freeze([
+  'PATH', 'HOME', 'LANG', 'LANGUAGE', 'LC_ALL', 'LC_CTYPE', 'TZ', 'USER', 'LOGNAME', 'SHELL', 'TERM',
+  'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy',
+  'SSL_CERT_FILE', 'SSL_CERT_DIR', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE', 'NODE_EXTRA_CA_CERTS',
+  'PIP_CERT', 'AWS_CA_BUNDLE', 'GIT_SSL_CAINFO',
+]);
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+const agentEnvObject = z.object({
+  AGENT_LISTEN_MODE: z.enum(['tcp', 'uds'], { message: 'must be tcp or uds' }).default('tcp'),
+  AGENT_HOST: env.string().default('0.0.0.0'),
+  AGENT_PORT: env.port().default(PORTS.agent),
+  AGENT_SOCKET: env.string().refine((p) => p.startsWith('/'), 'must be an absolute path').default(AGENT_SOCKET_PATH),
+  AGENT_TOKEN_FILE: env.string().optional(),
+  AGENT_WORKSPACE_ROOT: env.string().refine((p) => p.startsWith('/'), 'must be an absolute path').default(WORKSPACE_ROOT),
+  AGENT_MAX_CONCURRENT: env.int(1, 10_000).default(32),
+  AGENT_DEFAULT_TIMEOUT_MS: env.int(1, 86_400_000).default(60_000),
+  AGENT_MAX_TIMEOUT_MS: env.int(1, 86_400_000).default(3_600_000),
+  AGENT_KILL_GRACE_MS: env.int(0, 600_000).default(2_000),
+  AGENT_DRAIN_TIMEOUT_MS: env.int(0, 3_600_000).default(10_000),
+  AGENT_OUTPUT_DRAIN_MS: env.int(0, 60_000).default(100),
+  AGENT_MAX_OUTPUT_BYTES: env.int(0, 2 ** 40).default(MiB),
+  AGENT_MAX_OUTPUT_BYTES_LIMIT: env.int(0, 2 ** 40).default(64 * MiB),
+  AGENT_MAX_REQUEST_BYTES: env.int(1024, 2 ** 40).default(16 * MiB),
+  AGENT_MAX_FILE_BYTES: env.int(0, 2 ** 50).default(512 * MiB),
+  AGENT_MAX_UPLOAD_BYTES: env.int(0, 2 ** 50).default(2048 * MiB),
+  AGENT_MAX_TAR_ENTRIES: env.int(1, 10_000_000).default(200_000),
+  AGENT_CHILD_ENV: env.list().default([...DEFAULT_CHILD_ENV]),
+  AGENT_INIT_REAPER: z.enum(['auto', 'off'], { message: 'must be auto or off' }).default('auto'),
+  LOG_LEVEL: env.logLevel().default('info'),
+});
+
+export const agentEnvSchema = agentEnvObject.superRefine((c, ctx) => {
+  if (c.AGENT_DEFAULT_TIMEOUT_MS > c.AGENT_MAX_TIMEOUT_MS) {
+    ctx.addIssue({ code: 'custom', path: ['AGENT_DEFAULT_TIMEOUT_MS'], message: `must be <= AGENT_MAX_TIMEOUT_MS (${c.AGENT_MAX_TIMEOUT_MS})` });
+  }
+  if (c.AGENT_MAX_OUTPUT_BYTES > c.AGENT_MAX_OUTPUT_BYTES_LIMIT) {
+    ctx.addIssue({ code: 'custom', path: ['AGENT_MAX_OUTPUT_BYTES'], message: `must be <= AGENT_MAX_OUTPUT_BYTES_LIMIT (${c.AGENT_MAX_OUTPUT_BYTES_LIMIT})` });
+  }
+  for (const name of c.AGENT_CHILD_ENV) {
+    if (!ENV_NAME.test(name)) ctx.addIssue({ code: 'custom', path: ['AGENT_CHILD_ENV'], message: `'${name}' is not a variable name` });
+    // The agent's own settings (and the token file's path) never reach a command.
+    else if (name.startsWith('AGENT_') || name === EXEC_ID_VAR) ctx.addIssue({ code: 'custom', path: ['AGENT_CHILD_ENV'], message: `'${name}' belongs to the agent and cannot be passed to commands` });
+  }
+});
+
+export interface AgentConfig {
+  readonly listen: { readonly mode: 'tcp'; readonly host: string; readonly port: number } | { readonly mode: 'uds'; readonly path: string };
+  /** Bearer token required on everything but /health; undefined: no authentication. */
+  readonly token: string | undefined;
+  readonly workspaceRoot: string;
+  readonly maxConcurrent: number;
+  readonly defaultTimeoutMs: number;
+  readonly maxTimeoutMs: number;
+  readonly killGraceMs: number;
+  readonly drainTimeoutMs: number;
+  /** After the command's main process exits, how long to wait for its output pipes to close. */
+  readonly outputDrainMs: number;
+  readonly defaultMaxOutputBytes: number;
+  readonly maxOutputBytesLimit: number;
+  readonly maxRequestBytes: number;
+  readonly maxFileBytes: number;
+  readonly maxUploadBytes: number;
+  readonly maxTarEntries: number;
+  /** The environment every command starts from (request env is merged over it). */
+  readonly childBaseEnv: Readonly<Record<string, string>>;
+  readonly initReaper: 'auto' | 'off';
+  readonly logLevel: DeepReadonly<z.output<typeof agentEnvSchema>>['LOG_LEVEL'];
+}
+
+/** Mode of the Unix socket: the backend's group may connect, nobody else. */
+export const SOCKET_MODE = 0o660;
+
+function readToken(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError('agent configuration', [{ field: 'AGENT_TOKEN_FILE', value: path, message: `cannot read: ${(err as Error).message}` }]);
+  }
+  const token = text.trim();
+  if (token.length < 16) {
+    throw new ConfigError('agent configuration', [{ field: 'AGENT_TOKEN_FILE', value: path, message: 'token must be at least 16 characters' }]);
+  }
+  return token;
+}
+
+/** Loads the agent's configuration from `source` (process.env by default). */
+export function loadAgentConfig(source: Record<string, string | undefined> = process.env): AgentConfig {
+  const c = parseConfig(agentEnvSchema, pickEnv(agentEnvObject, source), 'agent configuration');
+  if (!statSync(c.AGENT_WORKSPACE_ROOT, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new ConfigError('agent configuration', [{ field: 'AGENT_WORKSPACE_ROOT', value: c.AGENT_WORKSPACE_ROOT, message: 'must be an existing directory' }]);
+  }
+  const childBaseEnv: Record<string, string> = { PATH: DEFAULT_PATH, HOME: c.AGENT_WORKSPACE_ROOT, LANG: 'C.UTF-8' };
+  for (const name of c.AGENT_CHILD_ENV) {
+    const value = source[name];
+    if (value !== undefined) childBaseEnv[name] = value;
+  }
+  return Object.freeze({
+    listen: c.AGENT_LISTEN_MODE === 'tcp'
+      ? Object.freeze({ mode: 'tcp' as const, host: c.AGENT_HOST, port: c.AGENT_PORT })
+      : Object.freeze({ mode: 'uds' as const, path: c.AGENT_SOCKET }),
+    token: c.AGENT_TOKEN_FILE === undefined ? undefined : readToken(c.AGENT_TOKEN_FILE),
+    workspaceRoot: c.AGENT_WORKSPACE_ROOT,
+    maxConcurrent: c.AGENT_MAX_CONCURRENT,
+    defaultTimeoutMs: c.AGENT_DEFAULT_TIMEOUT_MS,
+    maxTimeoutMs: c.AGENT_MAX_TIMEOUT_MS,
+    killGraceMs: c.AGENT_KILL_GRACE_MS,
+    drainTimeoutMs: c.AGENT_DRAIN_TIMEOUT_MS,
+    outputDrainMs: c.AGENT_OUTPUT_DRAIN_MS,
+    defaultMaxOutputBytes: c.AGENT_MAX_OUTPUT_BYTES,
+    maxOutputBytesLimit: c.AGENT_MAX_OUTPUT_BYTES_LIMIT,
+    maxRequestBytes: c.AGENT_MAX_REQUEST_BYTES,
+    maxFileBytes: c.AGENT_MAX_FILE_BYTES,
+    maxUploadBytes: c.AGENT_MAX_UPLOAD_BYTES,
+    maxTarEntries: c.AGENT_MAX_TAR_ENTRIES,
+    childBaseEnv: Object.freeze(childBaseEnv),
+    initReaper: c.AGENT_INIT_REAPER,
+    logLevel: c.LOG_LEVEL,
+  });
+}
+
+/** Environment variables for `--help`: name, default, meaning. */
+export const AGENT_ENV_HELP: readonly (readonly [string, string, string])[] = [
+  ['AGENT_LISTEN_MODE', 'tcp', 'tcp or uds (Unix socket)'],
+  ['AGENT_HOST', '0.0.0.0', 'TCP listen address'],
+  ['AGENT_PORT', String(PORTS.agent), 'TCP port'],
+  ['AGENT_SOCKET', AGENT_SOCKET_PATH, 'Unix socket path (mode 0660; a stale socket is replaced)'],
+  ['AGENT_TOKEN_FILE', '(none)', 'file holding the bearer token required on all but /health'],
+  ['AGENT_WORKSPACE_ROOT', WORKSPACE_ROOT, 'default cwd of commands and root of /files'],
+  ['AGENT_MAX_CONCURRENT', '32', 'running commands before /execute answers 429'],
+  ['AGENT_DEFAULT_TIMEOUT_MS', '60000', 'timeout of a command that names none'],
+  ['AGENT_MAX_TIMEOUT_MS', '3600000', 'largest timeoutMs a request may ask for'],
+  ['AGENT_KILL_GRACE_MS', '2000', 'SIGTERM to SIGKILL delay when a command is ended'],
+  ['AGENT_DRAIN_TIMEOUT_MS', '10000', 'shutdown: time to end commands and close connections'],
+  ['AGENT_OUTPUT_DRAIN_MS', '100', 'wait for output pipes held by background processes after exit'],
+  ['AGENT_MAX_OUTPUT_BYTES', String(MiB), 'default per-stream output kept (head + tail) in buffered mode'],
+  ['AGENT_MAX_OUTPUT_BYTES_LIMIT', String(64 * MiB), 'largest maxOutputBytes a request may ask for'],
+  ['AGENT_MAX_REQUEST_BYTES', String(16 * MiB), 'largest /execute request body (stdin included)'],
+  ['AGENT_MAX_FILE_BYTES', String(512 * MiB), 'largest single file written through /files'],
+  ['AGENT_MAX_UPLOAD_BYTES', String(2048 * MiB), 'largest tar upload'],
+  ['AGENT_MAX_TAR_ENTRIES', '200000', 'most entries in one tar upload'],
+  ['AGENT_CHILD_ENV', 'PATH,HOME,LANG,…,HTTP(S)_PROXY,…', 'variables commands inherit from the container environment'],
+  ['AGENT_INIT_REAPER', 'auto', 'as PID 1, hand PID 1 to a /bin/sh reaper (auto) or not (off)'],
+  ['LOG_LEVEL', 'info', 'fatal, error, warn, info, debug, trace or silent'],
+];
