@@ -69,6 +69,17 @@ class ByteReader {
     return true;
   }
 
+  /**
+   * Lets go of the input when reading stops early (an invalid archive): an iterator left
+   * suspended keeps the request body paused, and the server's drain before the error answer would
+   * wait for its timeout.
+   */
+  async release(): Promise<void> {
+    if (this.#ended) return;
+    this.#ended = true;
+    await this.#it.return?.();
+  }
+
   /** Exactly `n` bytes, or fewer only at the end of the input. */
   async read(n: number): Promise<Buffer> {
     while (this.#pendingLen < n && await this.#fill()) { /* keep filling */ }
@@ -174,8 +185,16 @@ const padding = (size: number) => (BLOCK - (size % BLOCK)) % BLOCK;
  * entry that follows them.
  */
 export async function* readTar(input: AsyncIterable<Buffer>, limits: TarLimits): AsyncGenerator<TarEntry> {
-  const maxMeta = limits.maxMetaBytes ?? 1024 * 1024;
   const reader = new ByteReader(input, limits.maxTotalBytes);
+  try {
+    yield* entries(reader, limits);
+  } finally {
+    await reader.release();
+  }
+}
+
+async function* entries(reader: ByteReader, limits: TarLimits): AsyncGenerator<TarEntry> {
+  const maxMeta = limits.maxMetaBytes ?? 1024 * 1024;
   let entries = 0;
   let pax = new Map<string, string>();
   let longName: string | undefined;

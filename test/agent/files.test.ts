@@ -227,3 +227,14 @@ t.test('batch upload: per-file, per-request and entry-count caps', async (t) => 
   const ok = await post(pythonTar(Array.from({ length: 5 }, (_, i) => ({ name: `ok${i}`, data: Buffer.alloc(9000) }))));
   t.equal(ok.status, 200, 'within every cap');
 });
+
+t.test('an invalid tar upload is refused with the connection kept usable (the body is drained, not waited out)', async (t) => {
+  const a = await startAgent();
+  t.teardown(() => a.close());
+  // Garbage that fails on the first header, followed by far more body than one read takes.
+  const garbage = Buffer.concat([Buffer.from('garbage'.repeat(200)), Buffer.alloc(512 * 1024, 7)]);
+  const res = await call(a.target, '/files/', { method: 'POST', headers: { 'content-type': 'application/x-tar', connection: 'keep-alive' }, body: garbage });
+  t.equal(res.status, 400);
+  t.equal(res.json<{ error: { code: string } }>().error.code, 'WS_ERR_INVALID_TAR');
+  t.not(res.headers.connection, 'close', 'the rest of the body was read, so the connection stays open');
+});
