@@ -4,7 +4,7 @@ import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createCA, createDevPair, createKeyPair, issueCertificate, keyMatchesCertificate, certificateNotAfter } from '../../lib/certs.ts';
+import { createCA, createDevPair, createKeyPair, issueCertificate, keyMatchesCertificate, certificateNotAfter, loadCA } from '../../lib/certs.ts';
 
 const HOUR = 3600_000;
 
@@ -62,4 +62,16 @@ t.test('the dev pair serves localhost', async (t) => {
   t.equal(x.checkHost('localhost'), 'localhost');
   t.equal(x.checkIP('127.0.0.1'), '127.0.0.1');
   t.ok(x.checkIssued(new X509Certificate(pair.caPem)));
+});
+
+t.test('a CA loaded from PEM issues leaves that chain to it', async (t) => {
+  const original = createCA({ commonName: 'kept CA', validityMs: HOUR });
+  const loaded = loadCA(original.certPem, original.keyPair.privateKeyPem);
+  t.equal(loaded.notAfter.getTime(), Math.floor(original.notAfter.getTime() / 1000) * 1000, 'expiry read from the certificate (second precision)');
+  const leaf = issueCertificate(loaded, { hosts: ['api.demo.localhost'], validityMs: HOUR });
+  const caX = new X509Certificate(original.certPem);
+  const leafX = new X509Certificate(leaf.certPem);
+  t.ok(leafX.checkIssued(caX));
+  t.ok(leafX.verify(caX.publicKey));
+  t.equal(leafX.issuer, caX.subject);
 });
