@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, call, freePort, stream, tempDir, waitHealthy } from './harness.ts';
+import { BIN, REPO, call, freePort, stream, tempDir, waitHealthy } from './harness.ts';
 
 const RUNSC = process.env.RUNSC_BIN ?? 'runsc';
 
@@ -54,6 +54,8 @@ t.test('the agent inside gVisor: /health, /execute, streaming, files, a timeout 
   config.mounts.push(
     { destination: '/workspace', type: 'bind', source: workspace, options: ['rbind', 'rw'] },
     { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777'] },
+    // The checkout (the bin and Node 24) again, after /tmp: a checkout under /tmp would be hidden by that tmpfs.
+    { destination: REPO, type: 'bind', source: REPO, options: ['rbind', 'ro'] },
   );
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(config, null, 2));
 

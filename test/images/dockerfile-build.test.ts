@@ -222,6 +222,8 @@ for (const program of PROGRAMS) {
       mounts: [
         { destination: '/app', source: app, readonly: true },
         { destination: '/tmp' },
+        // Node 24 again, after /tmp: a checkout under /tmp (where it lives) would be hidden by that tmpfs.
+        { destination: dirname(NODE), source: dirname(NODE), readonly: true },
         // The Pod's shared emptyDir (the proxy writes its CA there). /var/run is a symlink to
         // /run on Debian (and in the node image); runsc wants the resolved mount point.
         { destination: join(realpathSync(dirname(SHARED_DIR)), basename(SHARED_DIR)) },
