@@ -15,13 +15,13 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, request, type RequestOptions } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 import { machineLine, median, percentile, table, writeSection } from './results.ts';
+import { freePort } from '../helpers/listen.ts';
 
 const N = Number(process.env.BENCH_N ?? 1000);
 const WARMUP = Math.min(100, Math.ceil(N / 10));
@@ -35,14 +35,6 @@ const dir = mkdtempSync(join(tmpdir(), 'ws-bench-agent-'));
 const children: ChildProcess[] = [];
 let stopping = false;
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 function start(cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });

@@ -19,6 +19,7 @@ import { createPodCA } from '../../credential-proxy/ca.ts';
 import { LeafCache } from '../../credential-proxy/leaf-cache.ts';
 import { makeTestPki } from '../helpers/tls.ts';
 import { machineLine, median, percentile, table, writeSection } from './results.ts';
+import { freePort } from '../helpers/listen.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const NEWCONN = Number(process.env.BENCH_NEWCONN ?? 300);
@@ -28,14 +29,6 @@ const ROOT = new URL('../../', import.meta.url).pathname;
 const SECRET = 'bench-secret-token-0123456789';
 const BODY = Buffer.alloc(1024, 'x');
 
-async function freePort(): Promise<number> {
-  const s = createNetServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 async function waitForPort(port: number, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

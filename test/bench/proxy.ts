@@ -5,9 +5,8 @@
 // proxy's CPU seconds per GiB (user+system from /proc); then this proxy's RSS idle and with
 // BENCH_OPEN open tunnels. Every process is a child on loopback ports picked at run time.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect as netConnect, createServer, type Socket } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -15,6 +14,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { createDevPair } from '../../lib/certs.ts';
 import { machineLine, median, percentile, table, writeSection } from './results.ts';
+import { freePort } from '../helpers/listen.ts';
 
 const GIB = 2 ** 30;
 const SIZE_GIB = Number(process.env.BENCH_GIB ?? 1);
@@ -34,14 +34,6 @@ const dir = mkdtempSync(join(tmpdir(), 'ws-bench-proxy-'));
 chmodSync(dir, 0o777); // squid drops privileges and writes its log and pid here
 const children: ChildProcess[] = [];
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 async function waitForPort(port: number, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

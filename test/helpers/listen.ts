@@ -1,5 +1,6 @@
 // Servers in tests listen on port 0 on loopback; this returns the base URL.
-import type { Server } from 'node:net';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:net';
 import { listen } from '../../lib/server.ts';
 
 export async function listenLocal(server: Server, scheme: 'http' | 'https' = 'http'): Promise<{ url: string; port: number }> {
@@ -13,4 +14,14 @@ export function closeServer(server: Server): Promise<void> {
     (server as Server & { closeAllConnections?: () => void }).closeAllConnections?.();
     server.close(() => resolve());
   });
+}
+
+/** A port free on loopback right now, for programs started as processes (which bind it themselves). */
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const { port } = srv.address() as { port: number };
+  await new Promise((r) => srv.close(r));
+  return port;
 }

@@ -2,7 +2,8 @@
 // stop Redis use that server instead. A missing binary skips the Redis tests loudly, or fails
 // them when REQUIRE_REDIS=1 (CI sets it, so a machine without Redis cannot pass silently).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer, connect } from 'node:net';
+import { connect } from 'node:net';
+import { freePort } from './listen.ts';
 import { once } from 'node:events';
 
 export const REDIS_BINARY = process.env.REDIS_SERVER_BIN ?? 'redis-server';
@@ -29,14 +30,6 @@ export function redisSkipReason(needsControl = false): string | undefined {
   return reason;
 }
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const { port } = srv.address() as { port: number };
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 async function waitForPort(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -2,17 +2,8 @@
 // them, requests with a per-request CA choice, and polling until a program answers.
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { createServer } from 'node:net';
-import { once } from 'node:events';
 
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const { port } = srv.address() as { port: number };
-  await new Promise((r) => srv.close(r));
-  return port;
-}
+export { freePort } from '../helpers/listen.ts';
 
 export interface Reply {
   status: number;
