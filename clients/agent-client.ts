@@ -14,6 +14,11 @@ import { Agent as HttpAgent, request, type IncomingHttpHeaders, type IncomingMes
 import { Readable } from 'node:stream';
 import { AGENT_PATHS } from '../lib/constants.ts';
 import type { ErrorCode } from '../lib/errors.ts';
+import type { ExitReason } from '../agent/execute.ts';
+import type { FileEntry } from '../agent/files.ts';
+
+// Wire types the agent itself defines; the rest of this file describes JSON as it travels.
+export type { ExitReason, FileEntry };
 
 // ---- Wire types (openapi/agent.yaml, components.schemas) ----------------------------------------
 
@@ -37,7 +42,6 @@ export interface ExecuteRequest {
   encoding?: 'utf8' | 'base64';
 }
 
-export type ExitReason = 'exited' | 'signal' | 'timeout' | 'client_cancel' | 'output_limit' | 'agent_shutdown';
 
 export interface ExecSummary {
   execId: string;
@@ -69,14 +73,6 @@ export interface ExitFrame extends ExecSummary {
 
 export type ExecFrame = OutputFrame | ExitFrame;
 
-export interface FileEntry {
-  name: string;
-  type: 'file' | 'directory' | 'symlink' | 'other';
-  size: number;
-  /** Permission bits, four octal digits ("0644"). */
-  mode: string;
-  mtime: string;
-}
 
 export interface FileList {
   path: string;
