@@ -157,7 +157,7 @@ function summary(state: StackState, token: string): string {
     `  webhook  ${state.urls.webhook}/mutate  (serving CA: ${state.files.devCa})`,
     `           metrics ${state.urls.webhookMetrics}/metrics`,
     `  proxy    ${state.urls.proxy}  (use as HTTP_PROXY / HTTPS_PROXY; its CA: ${join(state.files.caDir, 'ca.crt')})`,
-    `           admin ${state.urls.proxyAdmin}  (/healthz /readyz /metrics /rules)`,
+    `           admin ${state.urls.proxyAdmin}  (/healthz /readyz /metrics /rules); rules file ${state.files.rules}`,
     `           /rules token (shown once; also in ${state.files.rulesToken}): ${token}`,
     `  agent    ${state.urls.agent}  (/health /execute /files; workspace ${state.workspaceRoot})`,
     '',
