@@ -113,19 +113,23 @@ export class Workspace {
     return real;
   }
 
-  /** The real path of an existing file or directory (following a final symlink, checked). */
-  async resolveExisting(path: string): Promise<{ real: string; stats: Stats }> {
-    const segs = pathSegments(path);
-    if (segs.length === 0) return { real: this.root, stats: await stat(this.root) };
+  /** The last segment's own path and lstat (a final symlink is not followed); absent → 404. */
+  async #lstatLast(path: string, segs: string[]): Promise<{ full: string; st: Stats }> {
     const dir = await this.#walkDirs(path, segs.slice(0, -1), false);
     const full = `${dir === '/' ? '' : dir}/${segs.at(-1)!}`;
-    let st: Stats;
     try {
-      st = await lstat(full);
+      return { full, st: await lstat(full) };
     } catch (err) {
       if (errno(err) === 'ENOENT') throw notFound(path);
       throw err;
     }
+  }
+
+  /** The real path of an existing file or directory (following a final symlink, checked). */
+  async resolveExisting(path: string): Promise<{ real: string; stats: Stats }> {
+    const segs = pathSegments(path);
+    if (segs.length === 0) return { real: this.root, stats: await stat(this.root) };
+    const { full, st } = await this.#lstatLast(path, segs);
     if (!st.isSymbolicLink()) return { real: full, stats: st };
     const real = await this.#realpathInside(path, full);
     return { real, stats: await stat(real) };
@@ -210,15 +214,7 @@ export class Workspace {
   async remove(path: string, recursive: boolean): Promise<void> {
     const segs = pathSegments(path);
     if (segs.length === 0) throw conflict('.', 'is the workspace root and cannot be deleted');
-    const dir = await this.#walkDirs(path, segs.slice(0, -1), false);
-    const full = `${dir === '/' ? '' : dir}/${segs.at(-1)!}`;
-    let st: Stats;
-    try {
-      st = await lstat(full);
-    } catch (err) {
-      if (errno(err) === 'ENOENT') throw notFound(path);
-      throw err;
-    }
+    const { full, st } = await this.#lstatLast(path, segs);
     if (!st.isDirectory()) return unlink(full);
     // rm does not follow symlinks inside the tree: it removes the links.
     if (recursive) return rm(full, { recursive: true, force: false });

@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { AGENT_PATHS } from '../lib/constants.ts';
 import { errorBody, toWorkspaceSandboxError, WorkspaceSandboxError } from '../lib/errors.ts';
+import { readBody } from '../lib/http.ts';
 import { createShutdown, type Shutdown } from '../lib/server.ts';
 import { VERSION } from '../lib/version.ts';
 import type { AgentConfig } from './config.ts';
@@ -86,29 +87,6 @@ async function sendError(req: IncomingMessage, res: ServerResponse, err: unknown
   if (!(await drainBody(req))) res.setHeader('connection', 'close');
   if (res.destroyed) return;
   sendJson(res, e.status, errorBody(e), headers);
-}
-
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const tooLarge = () => new WorkspaceSandboxError('WS_ERR_PAYLOAD_TOO_LARGE', `request body exceeds ${limit} bytes`);
-  if (Number(req.headers['content-length']) > limit) return Promise.reject(tooLarge());
-  // Plain listeners rather than an async iterator: this is on every command's path.
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        req.off('data', onData);
-        req.pause();
-        reject(tooLarge());
-        return;
-      }
-      chunks.push(chunk);
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
-    req.once('error', reject);
-  });
 }
 
 function mediaType(req: IncomingMessage): string | undefined {

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { PROXY_ADMIN_PATHS } from '../lib/constants.ts';
 import { errorBody, toWorkspaceSandboxError, WorkspaceSandboxError } from '../lib/errors.ts';
+import { readBody } from '../lib/http.ts';
 import { metricsHandler } from '../lib/metrics.ts';
 import { bearerToken, type TokenFile } from './auth.ts';
 import { redactRule, ruleSchema, RuleSetError, validateRules, type Rule } from './rules.ts';
@@ -68,25 +69,16 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
   const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(req.headers['content-type']!)?.[1]?.toLowerCase();
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
-    throw Object.assign(new Error(`unsupported charset "${charset.toUpperCase()}"`), { status: 415 });
+    throw new WorkspaceSandboxError('WS_ERR_UNSUPPORTED_MEDIA_TYPE', `unsupported charset "${charset.toUpperCase()}"`);
   }
   const encoding = (req.headers['content-encoding'] ?? 'identity').toLowerCase();
-  if (encoding !== 'identity') throw Object.assign(new Error(`unsupported content encoding "${encoding}"`), { status: 415 });
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > MAX_RULES_BODY_BYTES) throw Object.assign(new Error('request entity too large'), { type: 'entity.too.large' });
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_RULES_BODY_BYTES) throw Object.assign(new Error('request entity too large'), { type: 'entity.too.large' });
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks, size).toString('utf8');
+  if (encoding !== 'identity') throw new WorkspaceSandboxError('WS_ERR_UNSUPPORTED_MEDIA_TYPE', `unsupported content encoding "${encoding}"`);
+  const text = (await readBody(req, MAX_RULES_BODY_BYTES)).toString('utf8');
   if (text.length === 0) return {};
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {
-    throw Object.assign(new Error((err as Error).message), { type: 'entity.parse.failed' });
+    throw new WorkspaceSandboxError('WS_ERR_INVALID_JSON', `request body is not valid JSON: ${(err as Error).message}`);
   }
 }
 
@@ -212,7 +204,7 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
       try {
         id = decodeURIComponent(raw);
       } catch {
-        throw Object.assign(new Error(`Failed to decode param '${raw}'`), { status: 400 });
+        throw new WorkspaceSandboxError('WS_ERR_BAD_REQUEST', `Failed to decode param '${raw}'`);
       }
       return rules(req, res, method, id);
     }

@@ -1,23 +1,31 @@
-// Thin helpers for the programs' HTTP layers: one way to answer an error.
-import type { ErrorRequestHandler, Response } from 'express';
-import type { Logger } from 'pino';
-import { errorBody, toWorkspaceSandboxError } from './errors.ts';
+// What the programs' plain node:http layers share.
+import type { IncomingMessage } from 'node:http';
+import { WorkspaceSandboxError } from './errors.ts';
 
-/** Sends `err` as `{error:{code,message}}` with its mapped status. */
-export function sendError(res: Response, err: unknown): void {
-  const e = toWorkspaceSandboxError(err);
-  if (res.headersSent) {
-    res.destroy(e);
-    return;
-  }
-  res.status(e.status).json(errorBody(e));
-}
-
-/** Express error middleware: maps, logs server-side failures (never request bodies), answers. */
-export function errorMiddleware(logger: Logger): ErrorRequestHandler {
-  return (err, req, res, _next) => {
-    const e = toWorkspaceSandboxError(err);
-    if (e.status >= 500) logger.error({ err, method: req.method, path: req.path, code: e.code }, 'request failed');
-    sendError(res, e);
-  };
+/**
+ * The whole request body, refused with WS_ERR_PAYLOAD_TOO_LARGE past `limit` bytes (declared or
+ * received). On refusal the request is paused, not consumed: the caller decides whether to drain
+ * it or close the connection. Plain listeners rather than an async iterator: this is on every
+ * request's path.
+ */
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const tooLarge = () => new WorkspaceSandboxError('WS_ERR_PAYLOAD_TOO_LARGE', `request body exceeds ${limit} bytes`);
+  if (Number(req.headers['content-length']) > limit) return Promise.reject(tooLarge());
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.off('data', onData);
+        req.pause();
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on('data', onData);
+    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
+    req.once('error', reject);
+  });
 }

@@ -3,6 +3,8 @@
 // node:http is used directly: the admission path is a single POST route and every microsecond
 // here is paid by every Pod creation in the cluster.
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { isWorkspaceSandboxError } from '../lib/errors.ts';
+import { readBody } from '../lib/http.ts';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Registry } from 'prom-client';
 import { createDevPair } from '../lib/certs.ts';
@@ -64,28 +66,6 @@ export interface WebhookServer {
   config(): InjectionConfig;
   listen(): Promise<{ webhook: BoundAddress; metrics: BoundAddress }>;
   readonly shutdown: Shutdown;
-}
-
-class BodyTooLarge extends Error {}
-
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        req.off('data', onData);
-        req.pause();
-        reject(new BodyTooLarge());
-        return;
-      }
-      chunks.push(chunk);
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8')));
-    req.once('error', reject);
-  });
 }
 
 function mediaType(header: string | undefined): string {
@@ -217,9 +197,9 @@ export function createWebhookServer(options: WebhookServerOptions): WebhookServe
       }
       let body: string;
       try {
-        body = await readBody(req, MAX_REQUEST_BYTES);
+        body = (await readBody(req, MAX_REQUEST_BYTES)).toString('utf8');
       } catch (err) {
-        if (err instanceof BodyTooLarge) {
+        if (isWorkspaceSandboxError(err) && err.code === 'WS_ERR_PAYLOAD_TOO_LARGE') {
           return finish(res, started, 413, erroredResponse('', 413, `request body exceeds the limit of ${MAX_REQUEST_BYTES} bytes`), { result: 'error', reason: 'too-large', patchOps: 0, close: true });
         }
         throw err;
