@@ -7,7 +7,7 @@ import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { BIN, REPO, call, freePort, stream, tempDir, waitHealthy } from './harness.ts';
 
 const RUNSC = process.env.RUNSC_BIN ?? 'runsc';
@@ -40,7 +40,12 @@ t.test('the agent inside gVisor: /health, /execute, streaming, files, a timeout 
   config.process.terminal = false;
   config.process.user = { uid: 1000, gid: 1000 };
   config.process.cwd = '/workspace';
-  config.process.args = [process.execPath, BIN, 'agent'];
+  // The sandbox user (uid 1000) may not traverse the checkout's parents (a clone into `mktemp -d` is
+  // 0700), so the parts the agent runs from are mounted under a fresh path in the /tmp tmpfs.
+  const inside = '/tmp/workspace-sandbox';
+  const nodeRel = relative(REPO, process.execPath);
+  const node = nodeRel.startsWith('..') ? process.execPath : join(inside, nodeRel);
+  config.process.args = [node, join(inside, relative(REPO, BIN)), 'agent'];
   config.process.env = [
     'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     'HOME=/workspace',
@@ -54,8 +59,8 @@ t.test('the agent inside gVisor: /health, /execute, streaming, files, a timeout 
   config.mounts.push(
     { destination: '/workspace', type: 'bind', source: workspace, options: ['rbind', 'rw'] },
     { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777'] },
-    // The checkout (the bin and Node 24) again, after /tmp: a checkout under /tmp would be hidden by that tmpfs.
-    { destination: REPO, type: 'bind', source: REPO, options: ['rbind', 'ro'] },
+    ...['bin', 'lib', 'agent', 'node_modules', 'package.json'].map((part) => (
+      { destination: join(inside, part), type: 'bind', source: join(REPO, part), options: ['rbind', 'ro'] })),
   );
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(config, null, 2));
 
