@@ -164,6 +164,21 @@ const JSON_TYPE = 'application/json';
 const NDJSON_TYPE = 'application/x-ndjson';
 const TAR_TYPE = 'application/x-tar';
 
+/** Methods that are safe to send twice. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE']);
+/** How a request sent on a connection the other end had already closed fails. */
+const STALE_CODES = new Set(['ECONNRESET', 'EPIPE']);
+/** Each retry takes the next pooled connection, which may have gone idle too; then a new one. */
+const MAX_ATTEMPTS = 3;
+
+/** A request that failed on a reused keep-alive connection before any answer arrived. */
+class StaleConnection extends Error {
+  declare readonly cause: Error;
+  constructor(cause: Error) {
+    super(cause.message, { cause });
+  }
+}
+
 /** `a/b c/d` → `a/b%20c/d`: each segment encoded, the separators kept readable. */
 export function encodeFilePath(path: string): string {
   return path.split('/').map(encodeURIComponent).join('/');
@@ -204,8 +219,25 @@ export class AgentClient {
     this.#agent.destroy();
   }
 
-  /** Opens a request and resolves with the response head; error answers become AgentApiError. */
+  /**
+   * Opens a request and resolves with the response head; error answers become AgentApiError.
+   * A kept-alive connection the agent closed as idle can fail the next request before the agent
+   * read any of it. Such a request is sent again when repeating it is harmless (an idempotent
+   * method and a body still in hand); a POST could have run a command, so its error is the caller's.
+   */
   async #send(sent: Sent): Promise<IncomingMessage> {
+    const replayable = IDEMPOTENT.has(sent.method) && (sent.body === undefined || !isStreamBody(sent.body));
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#sendOnce(sent);
+      } catch (err) {
+        if (!(err instanceof StaleConnection)) throw err;
+        if (!replayable || attempt >= MAX_ATTEMPTS) throw err.cause;
+      }
+    }
+  }
+
+  async #sendOnce(sent: Sent): Promise<IncomingMessage> {
     const headers: Record<string, string> = { ...sent.headers };
     if (this.#token !== undefined) headers.authorization = `Bearer ${this.#token}`;
     const body = sent.body;
@@ -224,8 +256,9 @@ export class AgentClient {
         resolve(res);
       });
       // Kept for the request's life: after an early answer, a late write error (EPIPE) is moot.
-      req.on('error', (err) => {
-        if (!responded) reject(err);
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (responded) return;
+        reject(req.reusedSocket && STALE_CODES.has(err.code ?? '') ? new StaleConnection(err) : err);
       });
     });
     if (source) {

@@ -1,11 +1,14 @@
 // The agent client against a real agent (in-process, TCP on port 0 and a Unix socket), through a
 // recording tap: every answer the client gets, on happy and error paths, buffered and streamed,
 // is then validated against openapi/agent.yaml with Ajv.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import t, { type Test } from 'tap';
 import { AgentApiError, AgentClient, type ExecFrame, type ExitFrame } from '../../clients/agent-client.ts';
 import { VERSION } from '../../lib/version.ts';
@@ -60,7 +63,7 @@ async function until(check: () => boolean, what: string, timeoutMs = 10_000): Pr
 }
 
 /** A tar archive with exactly the members given (Python's tarfile writes what GNU tar refuses to). */
-function pythonTar(members: { name: string; type?: 'file' | 'dir' | 'symlink' | 'hardlink'; data?: string; linkname?: string }[]): Buffer {
+async function pythonTar(members: { name: string; type?: 'file' | 'dir' | 'symlink' | 'hardlink'; data?: string; linkname?: string }[]): Promise<Buffer> {
   const script = `
 import io, json, sys, tarfile
 out = io.BytesIO()
@@ -75,9 +78,15 @@ with tarfile.open(fileobj=out, mode='w', format=tarfile.PAX_FORMAT) as tar:
         tar.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
 sys.stdout.buffer.write(out.getvalue())
 `;
-  const r = spawnSync('python3', ['-c', script], { input: JSON.stringify(members) });
-  if (r.status !== 0) throw new Error(`python3 tarfile: ${r.stderr.toString()}`);
-  return r.stdout;
+  // Not spawnSync: a blocked event loop lets the client pick a kept-alive connection whose idle
+  // timer is already overdue on the server side of this same process.
+  const child = spawn('python3', ['-c', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin.end(JSON.stringify(members));
+  const closed = once(child, 'close');
+  const [out, err] = await Promise.all([buffer(child.stdout), buffer(child.stderr)]);
+  const [code] = (await closed) as [number | null];
+  if (code !== 0) throw new Error(`python3 tarfile: ${err.toString()}`);
+  return out;
 }
 
 t.test('health needs no token; everything else does', async (t) => {
@@ -267,16 +276,16 @@ t.test('files: batch upload of a tar stream or buffer', async (t) => {
   t.equal(readFileSync(join(a.root, 'sync/pkg/link.py'), 'utf8'), 'print(1)\n');
 
   // A buffer into the root.
-  const buf = pythonTar([{ name: 'top.txt', data: 'top' }]);
+  const buf = await pythonTar([{ name: 'top.txt', data: 'top' }]);
   t.match(await client.uploadTar('', buf), { path: '', files: 1 });
 
-  await rejects(t, client.uploadTar('bad', pythonTar([{ name: 'a.txt', data: 'a' }, { name: 'b.txt', type: 'hardlink', linkname: 'a.txt' }])), 400, 'WS_ERR_INVALID_TAR');
+  await rejects(t, client.uploadTar('bad', await pythonTar([{ name: 'a.txt', data: 'a' }, { name: 'b.txt', type: 'hardlink', linkname: 'a.txt' }])), 400, 'WS_ERR_INVALID_TAR');
   t.ok(existsSync(join(a.root, 'bad/a.txt')), 'entries before the bad one stay written');
-  await rejects(t, client.uploadTar('bad', pythonTar([{ name: '../escape.txt', data: 'x' }])), 400, 'WS_ERR_PATH_ESCAPE');
-  await rejects(t, client.uploadTar('bad', pythonTar([{ name: 'out', type: 'symlink', linkname: '/etc' }])), 400, 'WS_ERR_PATH_ESCAPE');
+  await rejects(t, client.uploadTar('bad', await pythonTar([{ name: '../escape.txt', data: 'x' }])), 400, 'WS_ERR_PATH_ESCAPE');
+  await rejects(t, client.uploadTar('bad', await pythonTar([{ name: 'out', type: 'symlink', linkname: '/etc' }])), 400, 'WS_ERR_PATH_ESCAPE');
   await rejects(t, client.uploadTar('bad', randomBytes(2048)), 400, 'WS_ERR_INVALID_TAR');
   await rejects(t, client.uploadTar('top.txt', buf), 409, 'WS_ERR_CONFLICT');
-  await rejects(t, client.uploadTar('', pythonTar([{ name: 'top.txt/inner.txt', data: 'x' }])), 409, 'WS_ERR_CONFLICT');
+  await rejects(t, client.uploadTar('', await pythonTar([{ name: 'top.txt/inner.txt', data: 'x' }])), 409, 'WS_ERR_CONFLICT');
   await rejects(t, client.uploadTar('', randomBytes(2048)), 400, 'WS_ERR_INVALID_TAR');
   const wrongType = await fetch(`${tapUrl}/files/x`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/zip' }, body: buf });
   t.equal(wrongType.status, 415);
@@ -291,10 +300,10 @@ t.test('limits: size caps, declared and streamed, and an exit frame on agent shu
   await rejects(t, client.putFile('huge.bin', Buffer.alloc(40_000)), 413, 'WS_ERR_PAYLOAD_TOO_LARGE');
   await rejects(t, client.putFile('huge.bin', Readable.from([Buffer.alloc(20_000), Buffer.alloc(20_000)])), 413, 'WS_ERR_PAYLOAD_TOO_LARGE');
   t.notOk(existsSync(join(a.root, 'huge.bin')), 'nothing half-written');
-  const bigTar = pythonTar([{ name: 'a.txt', data: 'x'.repeat(30_000) }, { name: 'b.txt', data: 'y'.repeat(30_000) }, { name: 'c.txt', data: 'z'.repeat(30_000) }]);
+  const bigTar = await pythonTar([{ name: 'a.txt', data: 'x'.repeat(30_000) }, { name: 'b.txt', data: 'y'.repeat(30_000) }, { name: 'c.txt', data: 'z'.repeat(30_000) }]);
   await rejects(t, client.uploadTar('', bigTar), 413, 'WS_ERR_PAYLOAD_TOO_LARGE');
   await rejects(t, client.uploadTar('sub', Readable.from([bigTar])), 413, 'WS_ERR_PAYLOAD_TOO_LARGE');
-  await rejects(t, client.uploadTar('sub', pythonTar([{ name: 'one.txt', data: 'x'.repeat(40_000) }])), 413, 'WS_ERR_PAYLOAD_TOO_LARGE');
+  await rejects(t, client.uploadTar('sub', await pythonTar([{ name: 'one.txt', data: 'x'.repeat(40_000) }])), 413, 'WS_ERR_PAYLOAD_TOO_LARGE');
   // Shutdown ends a streamed command with its exit frame (reason agent_shutdown).
   const frames: ExecFrame[] = [];
   const done = (async () => {
@@ -315,9 +324,47 @@ t.test('the same client over a Unix socket', async (t) => {
   await client.putFile('u/v.txt', 'uds');
   t.equal((await client.getFile('u/v.txt')).toString(), 'uds');
   t.same((await client.listFiles('u')).entries.map((e) => e.name), ['v.txt']);
-  t.match(await client.uploadTar('t', pythonTar([{ name: 'w.txt', data: 'w' }])), { files: 1 });
+  t.match(await client.uploadTar('t', await pythonTar([{ name: 'w.txt', data: 'w' }])), { files: 1 });
   await client.deleteFile('u', { recursive: true });
   t.notOk(existsSync(join(a.root, 'u')));
+});
+
+t.test('a kept-alive connection closed under a request: idempotent calls are sent again, a POST is not', async (t) => {
+  // A raw server that answers each connection's first request, then resets the connection when
+  // the next one arrives on it, as a server closing an idle connection at that moment does.
+  const requests: string[] = [];
+  const server = createNetServer((socket) => {
+    let buffered = '';
+    let answered = false;
+    socket.on('data', (chunk: Buffer) => {
+      if (answered) {
+        requests.push(`reset ${chunk.toString('latin1').split(' ', 2).join(' ')}`);
+        socket.resetAndDestroy();
+        return;
+      }
+      buffered += chunk.toString('latin1');
+      const head = buffered.indexOf('\r\n\r\n');
+      if (head === -1) return;
+      const length = Number(/content-length: (\d+)/i.exec(buffered.slice(0, head))?.[1] ?? 0);
+      if (buffered.length < head + 4 + length) return;
+      answered = true;
+      requests.push(buffered.split(' ', 2).join(' '));
+      const body = JSON.stringify({ status: 'ok', version: VERSION, uptimeMs: 1, path: 'f', size: 1, mode: '0644' });
+      socket.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nkeep-alive: timeout=60\r\n\r\n${body}`);
+    });
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const { port } = server.address() as { port: number };
+  const client = new AgentClient({ baseUrl: `http://127.0.0.1:${port}` });
+  t.teardown(() => client.close());
+
+  t.equal((await client.health()).status, 'ok');
+  t.equal((await client.health()).status, 'ok', 'GET on a reset connection answered on a new one');
+  t.equal((await client.putFile('f', Buffer.from('x'))).size, 1, 'PUT with a buffered body too');
+  await t.rejects(client.execute({ cmd: ['true'] }), { code: 'ECONNRESET' }, 'POST /execute is not repeated: it could have run');
+  t.same(requests, ['GET /health', 'reset GET /health', 'GET /health', 'reset PUT /files/f', 'PUT /files/f', 'reset POST /execute']);
 });
 
 t.test('every answer recorded above validates against openapi/agent.yaml', async (t) => {

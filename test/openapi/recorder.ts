@@ -81,6 +81,7 @@ export async function startTap(upstream: Upstream, listenOn: { socketPath: strin
           method: req.method!, url: req.url!, requestHeaders: req.headers, requestBody: reqBody.buffer,
           status: ures.statusCode!, responseHeaders: ures.headers,
         };
+        // Raw headers are forwarded as received, so hop-by-hop handling stays the servers' own.
         res.writeHead(ures.statusCode!, ures.rawHeaders);
         res.flushHeaders();
         ures.on('data', (c: Buffer) => resBody.push(c));
@@ -102,8 +103,6 @@ export async function startTap(upstream: Upstream, listenOn: { socketPath: strin
       }
     });
   });
-  // Raw headers are forwarded as received, so hop-by-hop handling stays the servers' own.
-  server.keepAliveTimeout = 1000;
   const bound = listenOn ? await listen(server, { path: listenOn.socketPath }) : await listen(server, { port: 0, host: '127.0.0.1' });
   return {
     server,
