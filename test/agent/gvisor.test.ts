@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { BIN, REPO, call, freePort, stream, tempDir, waitHealthy } from './harness.ts';
+import { BIN, REPO, call, freePort, stream, tempDir, waitFor, waitHealthy } from './harness.ts';
 
 const RUNSC = process.env.RUNSC_BIN ?? 'runsc';
 
@@ -106,9 +106,9 @@ t.test('the agent inside gVisor: /health, /execute, streaming, files, a timeout 
   t.equal(pids.length, 3);
   const check = await run(`for p in ${pids.join(' ')}; do [ -d /proc/$p ] && [ "$(sed -e 's/.*) //' /proc/$p/stat | cut -c1)" != Z ] && echo "alive $p"; done; for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null | grep -qx "WORKSPACE_SANDBOX_EXEC_ID=${tree.execId}" && echo "tagged $p"; done; true`);
   t.equal(check.stdout, '', 'no process of the timed-out tree survives inside the sandbox');
-  await new Promise((r) => setTimeout(r, 300));
-  const zombies = await run('for p in /proc/[0-9]*; do [ "$(sed -e "s/.*) //" $p/stat 2>/dev/null | cut -c1)" = Z ] && echo $p; done; true');
-  t.equal(zombies.stdout, '', 'the killed escapees were reaped by PID 1');
+  let zombies = '';
+  await waitFor(async () => (zombies = (await run('for p in /proc/[0-9]*; do [ "$(sed -e "s/.*) //" $p/stat 2>/dev/null | cut -c1)" = Z ] && echo $p; done; true')).stdout) === '', 10_000, 100);
+  t.equal(zombies, '', 'the killed escapees were reaped by PID 1');
 
   // Pod termination: SIGTERM to the container's PID 1 reaches the agent; the container exits 0.
   runsc('kill', id, 'TERM');

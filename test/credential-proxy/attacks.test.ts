@@ -69,8 +69,7 @@ t.test('DNS rebinding: the proxy dials the address it checked and never looks th
   await once(socket, 'close');
   t.equal(got, 'checked-address\n', 'bytes came from the checked address');
   t.equal(calls, 1, 'one lookup per tunnel');
-  await new Promise((r) => setTimeout(r, 20));
-  t.equal(p.logs.find(AUDIT_MSG).find((l) => l.decision === 'tunnel')?.address, '127.0.0.1');
+  t.equal((await p.logs.waitFor(AUDIT_MSG, (l) => l.decision === 'tunnel')).address, '127.0.0.1');
 
   // Public first, then private: a second tunnel's lookup sees the private answer and is refused.
   let n = 0;
@@ -174,8 +173,8 @@ t.test('tunnel cap: over MAX_TUNNELS → 429', async (t) => {
   t.equal(statusOf(third), 429);
   t.match(headerOf(third, HEADER_DENY_REASON)!, /too many open tunnels \(limit 2\)/);
   a.socket.destroy();
-  await once(a.socket, 'close');
-  await new Promise((r) => setTimeout(r, 50));
+  // The slot is released as the proxy sees the close, just before the tunnel's canonical line.
+  await p.logs.waitFor(AUDIT_MSG, (l) => l.decision === 'tunnel');
   const c = await openTunnel(p.port, `upstream.test:${port}`);
   t.pass('a slot freed by a closed tunnel is reusable');
   b.socket.destroy();
@@ -190,8 +189,7 @@ t.test('idle tunnels are closed after IDLE_TIMEOUT_MS', async (t) => {
   const { socket } = await openTunnel(p.port, `upstream.test:${port}`);
   socket.on('error', () => {});
   await once(socket, 'close');
-  await new Promise((r) => setTimeout(r, 20));
-  t.equal(p.logs.find(AUDIT_MSG).find((l) => l.decision === 'tunnel')?.error, 'idle timeout');
+  t.equal((await p.logs.waitFor(AUDIT_MSG, (l) => l.decision === 'tunnel')).error, 'idle timeout');
 });
 
 t.test('a client abort closes the upstream side at once (tunnel and plain HTTP)', async (t) => {

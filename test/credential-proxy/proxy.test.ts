@@ -57,8 +57,7 @@ t.test('allowed HTTPS through a CONNECT tunnel: curl, Python and undici, TLS ver
   const untrusted = await sh('curl', ['-sS', target], { HTTPS_PROXY: p.url });
   t.not(untrusted.code, 0, 'the tunnel does not terminate TLS: an untrusted upstream cert is rejected by the client');
 
-  await new Promise((r) => setTimeout(r, 50));
-  const lines = p.logs.find(AUDIT_MSG).filter((l) => l.decision === 'tunnel');
+  const lines = await p.logs.waitForLines(AUDIT_MSG, (l) => l.decision === 'tunnel', 3);
   t.ok(lines.length >= 3, 'one canonical line per tunnel');
   const line = lines[0]!;
   t.equal(line[AUDIT_FIELDS.kind], 'connect');
@@ -128,8 +127,7 @@ t.test('plain HTTP: forwarded to the checked address, hop-by-hop and Proxy-* str
   const post = await sh('curl', ['-sS', '--data-binary', 'payload-body', `http://upstream.test:${up.httpPort}/echo`], { http_proxy: p.url });
   t.equal((JSON.parse(post.stdout) as { body: string }).body, 'payload-body');
 
-  await new Promise((r) => setTimeout(r, 50));
-  const line = p.logs.find(AUDIT_MSG).find((l) => l.kind === 'http' && l.decision === 'tunnel')!;
+  const line = await p.logs.waitFor(AUDIT_MSG, (l) => l.kind === 'http' && l.decision === 'tunnel');
   t.equal(line.method, 'GET');
   t.equal(line.path, '/echo', 'path without query string');
   t.equal(line.address, '127.0.0.1');
@@ -178,7 +176,8 @@ t.test('metrics name decisions, bytes, tunnels, connect time, rules version and 
   const p = await startProxy(t, { rules: [{ id: 'up', hosts: ['upstream.test'], ports: [up.httpsPort], allowPrivate: true }] });
   await sh('curl', ['-sS', '--cacert', up.caFile, `https://upstream.test:${up.httpsPort}/`], { HTTPS_PROXY: p.url });
   await sh('curl', ['-sS', `https://evil.test:${up.httpsPort}/`], { HTTPS_PROXY: p.url });
-  await new Promise((r) => setTimeout(r, 50));
+  // Bytes are counted when a tunnel closes, just before its canonical line is written.
+  await p.logs.waitFor(AUDIT_MSG, (l) => l.decision === 'tunnel');
   const text = await (await fetch(`${p.adminUrl}/metrics`)).text();
   t.match(text, /proxy_requests_total\{decision="tunnel",rule="up",program="credential-proxy"\} 1/);
   t.match(text, /proxy_requests_total\{decision="deny",rule="",program="credential-proxy"\} 1/);
