@@ -69,3 +69,6 @@ export const RULES_TOKEN_SECRET = 'workspace-sandbox-rules-token';
 export const RULES_TOKEN_KEY = 'token';
 /** Node label and NoSchedule taint of the gVisor node pool; the `gvisor` RuntimeClass selects and tolerates them. */
 export const NODE_LABEL_GVISOR = `${PREFIX}gvisor`;
+
+/** The node-local EKS Pod Identity agent: the sidecar's AWS credential source, never a workspace destination. */
+export const POD_IDENTITY_AGENT = Object.freeze({ ipv4: '169.254.170.23', ipv6: 'fd00:ec2::23', port: 80 });

@@ -7,7 +7,7 @@ import { basename, dirname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import {
   ANNOTATION_RUNTIME, CONTAINER_PROXY, LABEL_INJECTION, LABEL_INJECTION_ENABLED, NAMESPACES, NODE_LABEL_GVISOR, PORTS,
-  PRIORITY_CLASS_OVERPROVISIONING, PRIORITY_CLASS_WORKSPACE, RULES_TOKEN_KEY, RULES_TOKEN_SECRET, RUNTIME_CLASS_GVISOR,
+  POD_IDENTITY_AGENT, PRIORITY_CLASS_OVERPROVISIONING, PRIORITY_CLASS_WORKSPACE, RULES_TOKEN_KEY, RULES_TOKEN_SECRET, RUNTIME_CLASS_GVISOR,
   RUNTIME_CLASS_RUNC, WEBHOOK_PATHS, WEBHOOK_SERVICE,
 } from '../../lib/constants.ts';
 import { VERSION } from '../../lib/version.ts';
@@ -247,7 +247,13 @@ for (const overlay of OVERLAYS) {
       const backend = np('allow-backend-ingress');
       t.same(backend.ingress, [{ from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': NAMESPACES.backend } } }],
         ports: [{ protocol: 'TCP', port: PORTS.agent }, { protocol: 'TCP', port: PORTS.proxyAdmin }] }]);
-      t.equal(policies.length, 4, 'nothing else opens the namespace');
+      if (overlay === 'local') {
+        t.equal(policies.length, 4, 'nothing else opens the namespace');
+      } else {
+        t.same(np('allow-pod-identity-agent').egress, [{ to: [{ ipBlock: { cidr: `${POD_IDENTITY_AGENT.ipv4}/32` } }, { ipBlock: { cidr: `${POD_IDENTITY_AGENT.ipv6}/128` } }],
+          ports: [{ protocol: 'TCP', port: POD_IDENTITY_AGENT.port }] }], 'the Pod Identity agent, and nothing else of the link-local range');
+        t.equal(policies.length, 5, 'nothing else opens the namespace');
+      }
       t.notOk(JSON.stringify(policies).includes(String(PORTS.proxy)), 'the proxy port (loopback only) is never opened');
     });
 

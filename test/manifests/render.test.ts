@@ -10,6 +10,7 @@ if (skip !== undefined) t.comment(`SKIPPED: ${skip}`);
 const EKS_ONLY = [
   'NodePool backend-ondemand', 'NodePool workspace-spot', 'EC2NodeClass al2023-gvisor', 'RuntimeClass gvisor',
   'Deployment sandbox-capacity/overprovisioning', 'DaemonSet sandbox-capacity/image-prepull',
+  'NetworkPolicy sandboxes/allow-pod-identity-agent',
 ];
 const EVERYWHERE = [
   'Namespace workspace-sandbox-system', 'Namespace backend', 'Namespace sandboxes', 'Namespace sandbox-capacity',
