@@ -4,6 +4,7 @@
 // embedded IPv4 would still leave the translator deciding where the bytes go.
 // Ranges: IANA IPv4/IPv6 Special-Purpose Address Registries (RFC 6890 and updates).
 import { isIP } from 'node:net';
+import { ipv4ToInt, ipv6Groups } from '../lib/ip.ts';
 
 export type AddressClass =
   | 'public' | 'unspecified' | 'loopback' | 'private' | 'link-local' | 'cgnat' | 'multicast' | 'broadcast'
@@ -17,14 +18,9 @@ export interface Classified {
   readonly public: boolean;
 }
 
-function v4ToInt(address: string): number {
-  const parts = address.split('.').map(Number);
-  return ((parts[0]! << 24) >>> 0) + (parts[1]! << 16) + (parts[2]! << 8) + parts[3]!;
-}
-
 function cidr4(base: string, bits: number): [number, number] {
   const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
-  return [(v4ToInt(base) & mask) >>> 0, mask];
+  return [(ipv4ToInt(base) & mask) >>> 0, mask];
 }
 
 const V4_RANGES: [[number, number], AddressClass][] = [
@@ -49,27 +45,9 @@ const V4_RANGES: [[number, number], AddressClass][] = [
 ];
 
 export function classifyIPv4(address: string): AddressClass {
-  const n = v4ToInt(address);
+  const n = ipv4ToInt(address);
   for (const [[base, mask], cls] of V4_RANGES) if (((n & mask) >>> 0) === base) return cls;
   return 'public';
-}
-
-/** Eight 16-bit groups; handles `::` and a trailing dotted IPv4. Input must pass isIP() === 6. */
-export function ipv6Groups(address: string): number[] {
-  let text = address.toLowerCase();
-  const zone = text.indexOf('%');
-  if (zone >= 0) text = text.slice(0, zone);
-  const lastColon = text.lastIndexOf(':');
-  const tail = text.slice(lastColon + 1);
-  if (tail.includes('.')) {
-    const n = v4ToInt(tail);
-    text = `${text.slice(0, lastColon + 1)}${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}`;
-  }
-  const [head, rest] = text.includes('::') ? text.split('::') as [string, string] : [text, undefined];
-  const h = head ? head.split(':').map((g) => parseInt(g, 16)) : [];
-  if (rest === undefined) return h;
-  const r = rest ? rest.split(':').map((g) => parseInt(g, 16)) : [];
-  return [...h, ...new Array<number>(8 - h.length - r.length).fill(0), ...r];
 }
 
 function prefixMatch(groups: number[], prefix: number[], bits: number): boolean {

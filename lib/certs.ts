@@ -1,9 +1,11 @@
-// X.509 building for the dev TLS pair, test CAs and (later) the proxy's per-pod CA.
-// node-forge builds the certificate structure; node:crypto makes keys and signs the TBS bytes,
-// because forge's pure-JS RSA signing is ~80x slower (see shared TOOLCHAIN notes).
+// X.509 for the dev TLS pair, test CAs, the proxy's per-pod CA and its leaves.
+// node-forge builds a CA's structure and lib/der.ts a leaf's; node:crypto makes keys and signs the
+// TBS bytes, because forge's pure-JS RSA signing is ~80x slower (see shared TOOLCHAIN notes).
 import { createHash, createPrivateKey, createPublicKey, generateKeyPair, generateKeyPairSync, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import forge from 'node-forge';
+import { ipBytes } from './ip.ts';
+import { bitString, children, contextTag, oid, sequence, tlv, time, unsignedInteger, TAG } from './der.ts';
 
 const { pki, asn1 } = forge;
 // Public in node-forge, missing from @types/node-forge.
@@ -66,9 +68,10 @@ export interface CertificateAuthority {
   readonly certPem: string;
   readonly keyPair: KeyPair;
   readonly notAfter: Date;
-  /** Subject attributes and key identifier, reused as issuer/AKI of every leaf. */
-  readonly subject: forge.pki.CertificateField[];
-  readonly keyIdentifier: string;
+  /** The CA's subject as DER: the issuer of every leaf. */
+  readonly subjectDer: Buffer;
+  /** The CA's key identifier: the authority key identifier of every leaf. */
+  readonly keyIdentifier: Buffer;
 }
 
 export interface IssuedCertificate {
@@ -79,34 +82,13 @@ export interface IssuedCertificate {
 
 const SKEW_MS = 5 * 60_000; // notBefore in the past tolerates clock skew between pod and client
 
-function serialNumber(): string {
+/** Certificates encode times to the second. */
+const wholeSeconds = (ms: number): Date => new Date(Math.floor(ms / 1000) * 1000);
+
+function serialNumber(): Buffer {
   const bytes = randomBytes(16);
   bytes[0] = bytes[0]! & 0x7f; // positive INTEGER
-  return bytes.toString('hex');
-}
-
-function signWith(cert: forge.pki.Certificate, signer: KeyObject, spkiDer?: Buffer): string {
-  cert.signatureOid = pki.oids.sha256WithRSAEncryption!;
-  cert.siginfo.algorithmOid = pki.oids.sha256WithRSAEncryption!;
-  const tbs = getTBSCertificate(cert);
-  // TBSCertificate: [0] version, serial, signature, issuer, validity, subject, subjectPublicKeyInfo.
-  if (spkiDer) (tbs.value as forge.asn1.Asn1[])[6] = asn1.fromDer(forge.util.createBuffer(spkiDer.toString('binary')));
-  (cert as unknown as { tbsCertificate: forge.asn1.Asn1 }).tbsCertificate = tbs;
-  const der = Buffer.from(asn1.toDer(tbs).getBytes(), 'binary');
-  cert.signature = sign('sha256', der, signer).toString('binary');
-  return spkiDer ? derToPem(Buffer.from(asn1.toDer(certificateAsn1(cert, tbs)).getBytes(), 'binary')) : pki.certificateToPem(cert);
-}
-
-/** The signed certificate around a TBS forge did not build (its SPKI replaced). */
-function certificateAsn1(cert: forge.pki.Certificate, tbs: forge.asn1.Asn1): forge.asn1.Asn1 {
-  return asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [
-    tbs,
-    asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [
-      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OID, false, asn1.oidToDer(cert.signatureOid!).getBytes()),
-      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.NULL, false, ''),
-    ]),
-    asn1.create(asn1.Class.UNIVERSAL, asn1.Type.BITSTRING, false, String.fromCharCode(0x00) + cert.signature),
-  ]);
+  return bytes;
 }
 
 function derToPem(der: Buffer): string {
@@ -114,11 +96,18 @@ function derToPem(der: Buffer): string {
   return `-----BEGIN CERTIFICATE-----\r\n${b64}\r\n-----END CERTIFICATE-----\r\n`;
 }
 
-/** RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits, for an EC key the point 04‖x‖y. */
-function keyIdentifierOf(spkiDer: Buffer): string {
-  const jwk = createPublicKey({ key: spkiDer, format: 'der', type: 'spki' }).export({ format: 'jwk' });
-  const point = Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x!, 'base64url'), Buffer.from(jwk.y!, 'base64url')]);
-  return createHash('sha1').update(point).digest('hex');
+/** RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits of a DER SubjectPublicKeyInfo. */
+function keyIdentifierOf(spkiDer: Buffer): Buffer {
+  const [, bits] = children(children(spkiDer)[0]!.content);
+  return createHash('sha1').update(bits!.content.subarray(1)).digest();
+}
+
+/** What leaves take from their CA's certificate: its subject and its key identifier, as DER. */
+function issuerOf(certPem: string): { subjectDer: Buffer; keyIdentifier: Buffer } {
+  const tbs = children(children(children(new X509Certificate(certPem).raw)[0]!.content)[0]!.content);
+  // TBSCertificate: [0] version (absent in v1), serial, signature, issuer, validity, subject, subjectPublicKeyInfo, ...
+  const fields = tbs[0]!.tag === contextTag(0, true) ? tbs.slice(1) : tbs;
+  return { subjectDer: fields[4]!.der, keyIdentifier: keyIdentifierOf(fields[5]!.der) };
 }
 
 export interface CAOptions {
@@ -133,33 +122,36 @@ export function createCA(options: CAOptions): CertificateAuthority {
   const cert = pki.createCertificate();
   const now = Date.now();
   cert.publicKey = keyPair.forgePublicKey;
-  cert.serialNumber = serialNumber();
-  cert.validity.notBefore = new Date(now - SKEW_MS);
-  cert.validity.notAfter = new Date(now + options.validityMs);
+  cert.serialNumber = serialNumber().toString('hex');
+  // Whole seconds, as encoded: a leaf capped at the CA's end then ends at exactly the same time.
+  cert.validity.notBefore = wholeSeconds(now - SKEW_MS);
+  cert.validity.notAfter = wholeSeconds(now + options.validityMs);
   const subject: forge.pki.CertificateField[] = [{ name: 'commonName', value: options.commonName }];
   if (options.organization) subject.push({ name: 'organizationName', value: options.organization });
   cert.setSubject(subject);
   cert.setIssuer(subject);
-  const keyIdentifier = cert.generateSubjectKeyIdentifier().getBytes();
   cert.setExtensions([
     { name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true },
     { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
-    { name: 'subjectKeyIdentifier', subjectKeyIdentifier: forge.util.bytesToHex(keyIdentifier) },
+    { name: 'subjectKeyIdentifier' },
   ]);
-  const certPem = signWith(cert, keyPair.privateKey);
-  return { certPem, keyPair, notAfter: cert.validity.notAfter, subject, keyIdentifier };
+  cert.signatureOid = pki.oids.sha256WithRSAEncryption!;
+  cert.siginfo.algorithmOid = pki.oids.sha256WithRSAEncryption!;
+  const tbs = getTBSCertificate(cert);
+  (cert as unknown as { tbsCertificate: forge.asn1.Asn1 }).tbsCertificate = tbs;
+  cert.signature = sign('sha256', Buffer.from(asn1.toDer(tbs).getBytes(), 'binary'), keyPair.privateKey).toString('binary');
+  const certPem = pki.certificateToPem(cert);
+  return { certPem, keyPair, notAfter: cert.validity.notAfter, ...issuerOf(certPem) };
 }
 
 /** A CA from its PEM certificate and key (e.g. one kept on disk by the local stack). */
 export function loadCA(certPem: string, keyPem: string): CertificateAuthority {
-  const cert = pki.certificateFromPem(certPem);
   const privateKey = createPrivateKey(keyPem);
   return {
     certPem,
-    keyPair: { privateKey, privateKeyPem: keyPem, forgePublicKey: cert.publicKey as forge.pki.PublicKey },
-    notAfter: cert.validity.notAfter,
-    subject: cert.subject.attributes,
-    keyIdentifier: cert.generateSubjectKeyIdentifier().getBytes(),
+    keyPair: { privateKey, privateKeyPem: keyPem, forgePublicKey: pki.certificateFromPem(certPem).publicKey as forge.pki.PublicKey },
+    notAfter: certificateNotAfter(certPem),
+    ...issuerOf(certPem),
   };
 }
 
@@ -174,39 +166,64 @@ export interface LeafOptions {
   clientAuth?: boolean;
 }
 
+const SHA256_WITH_RSA = sequence(oid('1.2.840.113549.1.1.11'), tlv(TAG.NULL));
+const CRITICAL = tlv(TAG.BOOLEAN, Buffer.from([0xff]));
+const V3 = tlv(contextTag(0, true), tlv(TAG.INTEGER, Buffer.from([2])));
+
+function extension(id: string, critical: boolean, value: Buffer): Buffer {
+  return critical ? sequence(oid(id), CRITICAL, tlv(TAG.OCTET_STRING, value)) : sequence(oid(id), tlv(TAG.OCTET_STRING, value));
+}
+
+/** KeyUsage bits 0-7 as a DER BIT STRING (trailing zero bits dropped, as DER requires). */
+function keyUsage(bits: number): Buffer {
+  let unused = 0;
+  while (unused < 7 && ((bits >> unused) & 1) === 0) unused++;
+  return tlv(TAG.BIT_STRING, Buffer.from([unused, bits]));
+}
+const DIGITAL_SIGNATURE = 0x80;
+const KEY_ENCIPHERMENT = 0x20;
+
+/**
+ * A leaf signed by `ca`, its DER written directly (lib/der.ts): the proxy mints one for every new
+ * intercepted host, on that connection's path.
+ */
 export function issueCertificate(ca: CertificateAuthority, options: LeafOptions): IssuedCertificate {
   const keyPair = options.keyPair ?? createKeyPair();
-  const spkiDer = 'spkiDer' in keyPair ? keyPair.spkiDer : undefined;
-  const cert = pki.createCertificate();
+  const spkiDer = 'spkiDer' in keyPair ? keyPair.spkiDer : createPublicKey(keyPair.privateKey).export({ type: 'spki', format: 'der' });
   const now = Date.now();
-  // A non-RSA key: forge serialises the CA's key as a placeholder, replaced by the real SPKI when signing.
-  cert.publicKey = 'forgePublicKey' in keyPair ? keyPair.forgePublicKey : ca.keyPair.forgePublicKey;
-  cert.serialNumber = serialNumber();
-  cert.validity.notBefore = new Date(now - SKEW_MS);
+  const notBefore = wholeSeconds(now - SKEW_MS);
   // A leaf never outlives its CA: clients reject such chains.
-  cert.validity.notAfter = new Date(Math.min(now + options.validityMs, ca.notAfter.getTime()));
-  cert.setSubject([{ name: 'commonName', value: options.commonName ?? options.hosts[0] ?? 'localhost' }]);
-  cert.setIssuer(ca.subject);
-  const altNames = options.hosts.map((h) => (isIP(h) ? { type: 7, ip: h } : { type: 2, value: h }));
-  const extKeyUsage = { name: 'extKeyUsage', serverAuth: options.serverAuth ?? true, clientAuth: options.clientAuth ?? false };
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: false, critical: true },
+  const notAfter = wholeSeconds(Math.min(now + options.validityMs, ca.notAfter.getTime()));
+  const commonName = options.commonName ?? options.hosts[0] ?? 'localhost';
+  const altNames = options.hosts.map((h) => (isIP(h)
+    ? tlv(contextTag(7, false), ipBytes(h))
+    : tlv(contextTag(2, false), Buffer.from(h, 'latin1'))));
+  const purposes = [
+    ...(options.serverAuth ?? true ? [oid('1.3.6.1.5.5.7.3.1')] : []),
+    ...(options.clientAuth ?? false ? [oid('1.3.6.1.5.5.7.3.2')] : []),
+  ];
+  const extensions = [
+    extension('2.5.29.19', true, sequence()), // basicConstraints: not a CA
     // keyEncipherment is RSA key transport: an EC key only signs.
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: spkiDer === undefined, critical: true },
-    extKeyUsage,
-    { name: 'subjectAltName', altNames },
-    { name: 'subjectKeyIdentifier' },
+    extension('2.5.29.15', true, keyUsage(keyPair.privateKey.asymmetricKeyType === 'rsa' ? DIGITAL_SIGNATURE | KEY_ENCIPHERMENT : DIGITAL_SIGNATURE)),
+    ...(purposes.length > 0 ? [extension('2.5.29.37', false, sequence(...purposes))] : []),
+    extension('2.5.29.17', false, sequence(...altNames)),
+    extension('2.5.29.14', false, tlv(TAG.OCTET_STRING, keyIdentifierOf(spkiDer))),
     // Python 3.13's default verification (VERIFY_X509_STRICT) rejects leaves without an AKI.
-    { name: 'authorityKeyIdentifier', keyIdentifier: ca.keyIdentifier },
-  ]);
-  if (spkiDer) {
-    // forge derives the SKI from cert.publicKey (the placeholder): put the real key's in.
-    const ski = cert.getExtension('subjectKeyIdentifier') as { value: unknown; subjectKeyIdentifier: string };
-    ski.subjectKeyIdentifier = keyIdentifierOf(spkiDer);
-    ski.value = asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OCTETSTRING, false, forge.util.hexToBytes(ski.subjectKeyIdentifier));
-  }
-  const certPem = signWith(cert, ca.keyPair.privateKey, spkiDer);
-  return { certPem, keyPem: keyPair.privateKeyPem, notAfter: cert.validity.notAfter };
+    extension('2.5.29.35', false, sequence(tlv(contextTag(0, false), ca.keyIdentifier))),
+  ];
+  const tbs = sequence(
+    V3,
+    unsignedInteger(serialNumber()),
+    SHA256_WITH_RSA,
+    ca.subjectDer,
+    sequence(time(notBefore), time(notAfter)),
+    sequence(tlv(TAG.SET, sequence(oid('2.5.4.3'), tlv(TAG.UTF8_STRING, Buffer.from(commonName, 'utf8'))))),
+    spkiDer,
+    tlv(contextTag(3, true), sequence(...extensions)),
+  );
+  const signature = sign('sha256', tbs, ca.keyPair.privateKey);
+  return { certPem: derToPem(sequence(tbs, SHA256_WITH_RSA, bitString(signature))), keyPem: keyPair.privateKeyPem, notAfter };
 }
 
 /** A CA plus a leaf for `hosts`: the dev-mode serving pair and the test harness's TLS. */

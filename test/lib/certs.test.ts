@@ -4,7 +4,7 @@ import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createCA, createDevPair, createKeyPair, issueCertificate, keyMatchesCertificate, certificateNotAfter, loadCA } from '../../lib/certs.ts';
+import { createCA, createDevPair, createEcKeyPair, createKeyPair, issueCertificate, keyMatchesCertificate, certificateNotAfter, loadCA } from '../../lib/certs.ts';
 
 const HOUR = 3600_000;
 
@@ -74,4 +74,31 @@ t.test('a CA loaded from PEM issues leaves that chain to it', async (t) => {
   t.ok(leafX.checkIssued(caX));
   t.ok(leafX.verify(caX.publicKey));
   t.equal(leafX.issuer, caX.subject);
+});
+
+t.test('leaves of either key type, IPv6 names and dates past 2049 are well-formed DER', async (t) => {
+  const YEAR = 365 * 24 * HOUR;
+  const ca = createCA({ commonName: 'long-lived CA', validityMs: 40 * YEAR });
+  const dir = mkdtempSync(join(tmpdir(), 'ws-certs-'));
+  writeFileSync(join(dir, 'ca.pem'), ca.certPem);
+  const cases = [
+    { name: 'ec', keyPair: createEcKeyPair(), usage: 'Digital Signature\n' },
+    { name: 'rsa', keyPair: createKeyPair(), usage: 'Digital Signature, Key Encipherment\n' },
+  ];
+  for (const { name, keyPair, usage } of cases) {
+    // 30 years: notAfter is in the 2050s, so it is a GeneralizedTime (RFC 5280 §4.1.2.5).
+    const leaf = issueCertificate(ca, { hosts: ['xn--bcher-kva.example', '::ffff:10.1.2.3', 'fd00:ec2::23'], validityMs: 30 * YEAR, keyPair, clientAuth: true });
+    const file = join(dir, `${name}.pem`);
+    writeFileSync(file, leaf.certPem);
+    t.match(execFileSync('openssl', ['verify', '-x509_strict', '-CAfile', join(dir, 'ca.pem'), file]).toString(), /: OK/, `${name}: verifies strictly`);
+    execFileSync('openssl', ['asn1parse', '-in', file, '-strictpem']); // throws on malformed DER
+    const x = new X509Certificate(leaf.certPem);
+    t.equal(x.subjectAltName, 'DNS:xn--bcher-kva.example, IP Address:0:0:0:0:0:FFFF:A01:203, IP Address:FD00:EC2:0:0:0:0:0:23');
+    t.equal(new Date(x.validTo).getTime(), leaf.notAfter.getTime(), `${name}: notAfter ${x.validTo} as returned`);
+    t.ok(leaf.notAfter.getUTCFullYear() >= 2050);
+    const text = execFileSync('openssl', ['x509', '-noout', '-text', '-in', file]).toString();
+    t.ok(text.includes(`Key Usage: critical\n                ${usage}`), `${name}: key usage`);
+    t.match(text, /TLS Web Server Authentication, TLS Web Client Authentication/);
+    t.match(text, /Basic Constraints: critical\n\s+CA:FALSE/);
+  }
 });
