@@ -67,6 +67,7 @@ export function children(der: Buffer): Element[] {
   const out: Element[] = [];
   let at = 0;
   while (at < der.length) {
+    if (at + 2 > der.length) throw new Error('truncated DER');
     const tag = der[at]!;
     let len = der[at + 1]!;
     let header = 2;
