@@ -272,65 +272,81 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
     headers: OutgoingHttpHeaders, body: Buffer | undefined,
     countUp: (n: number) => void, countDown: (n: number) => void, setError: (e: string) => void,
   ): Promise<void> {
+    // A pooled upstream connection the server closed as idle fails the next request before the
+    // server read any of it. Such a request is sent once more on a new connection when that is
+    // harmless: an idempotent method whose body (if any) is still in hand. A POST could have
+    // reached the model, so its failure is the client's to handle.
+    const noBody = (req.headers['content-length'] === undefined || req.headers['content-length'] === '0') && req.headers['transfer-encoding'] === undefined;
+    const replayable = IDEMPOTENT.has(method) && (body !== undefined || noBody);
     return new Promise((resolve) => {
-      const upstream = httpsRequest({
-        host: target.address,
-        family: target.family,
-        port: target.port,
-        // The name the certificate must carry; the address is the one the proxy checked (no second lookup).
-        servername: target.host,
-        method,
-        path: url,
-        headers,
-        agent,
-        setHost: false,
-        // Passed through the agent to tls.connect (missing from https.RequestOptions' types).
-        ...({ secureContext: upstreamTls() } as object),
-      });
       let responded = false;
-      const connectTimer = setTimeout(() => upstream.destroy(Object.assign(new Error('upstream connect timed out'), { code: 'ETIMEDOUT' })), connectTimeoutMs);
-      upstream.once('close', () => clearTimeout(connectTimer));
+      let current: ReturnType<typeof httpsRequest> | undefined;
       // A client that goes away cancels the upstream call at once (a cancelled model call must
       // stop costing tokens); destroying the request also drops its keep-alive socket.
       res.once('close', () => {
-        if (!res.writableFinished) upstream.destroy();
+        if (!res.writableFinished) current?.destroy();
         resolve();
       });
-      upstream.on('socket', (socket: Socket) => {
-        socket.setNoDelay(true);
-        // Only the connect is timed: once connected, a model may think quietly for a long while.
-        if (!socket.connecting) clearTimeout(connectTimer);
-        else socket.once('connect', () => clearTimeout(connectTimer));
-      });
-      upstream.on('error', (err: NodeJS.ErrnoException) => {
-        const message = upstreamFailure(err);
-        setError(message);
-        if (!responded && !res.headersSent) {
-          sendError(req, res, new WorkspaceSandboxError(err.code === 'ETIMEDOUT' ? 'WS_ERR_GATEWAY_TIMEOUT' : 'WS_ERR_BAD_GATEWAY', message));
-        } else res.destroy();
-      });
-      upstream.on('response', (upRes: IncomingMessage) => {
-        responded = true;
-        if (res.destroyed) {
-          upstream.destroy();
-          return;
-        }
-        res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, cleanResponseHeaders(upRes));
-        // A stream (no length: event streams, SSE) gets its headers now, as its first event may be
-        // seconds away; a sized body carries them in its first write (one TLS record, not two).
-        if (upRes.headers['content-length'] === undefined) res.flushHeaders();
-        upRes.on('data', (chunk: Buffer) => countDown(chunk.length));
-        upRes.pipe(res);
-        // An upstream that dies mid-body must not look like a complete response to the client.
-        upRes.once('close', () => {
-          if (!upRes.complete) res.destroy();
+      const send = (retry: boolean) => {
+        const upstream = httpsRequest({
+          host: target.address,
+          family: target.family,
+          port: target.port,
+          // The name the certificate must carry; the address is the one the proxy checked (no second lookup).
+          servername: target.host,
+          method,
+          path: url,
+          headers,
+          agent,
+          setHost: false,
+          // Passed through the agent to tls.connect (missing from https.RequestOptions' types).
+          ...({ secureContext: upstreamTls() } as object),
         });
-      });
-      if (body !== undefined) upstream.end(body);
-      else {
-        req.on('data', (chunk: Buffer) => countUp(chunk.length));
-        req.pipe(upstream);
-      }
+        current = upstream;
+        const connectTimer = setTimeout(() => upstream.destroy(Object.assign(new Error('upstream connect timed out'), { code: 'ETIMEDOUT' })), connectTimeoutMs);
+        upstream.once('close', () => clearTimeout(connectTimer));
+        upstream.on('socket', (socket: Socket) => {
+          socket.setNoDelay(true);
+          // Only the connect is timed: once connected, a model may think quietly for a long while.
+          if (!socket.connecting) clearTimeout(connectTimer);
+          else socket.once('connect', () => clearTimeout(connectTimer));
+        });
+        upstream.on('error', (err: NodeJS.ErrnoException) => {
+          if (!responded && !retry && replayable && !res.destroyed && upstream.reusedSocket && STALE_CONNECTION.has(err.code ?? '')) {
+            send(true);
+            return;
+          }
+          const message = upstreamFailure(err);
+          setError(message);
+          if (!responded && !res.headersSent) {
+            sendError(req, res, new WorkspaceSandboxError(err.code === 'ETIMEDOUT' ? 'WS_ERR_GATEWAY_TIMEOUT' : 'WS_ERR_BAD_GATEWAY', message));
+          } else res.destroy();
+        });
+        upstream.on('response', (upRes: IncomingMessage) => {
+          responded = true;
+          if (res.destroyed) {
+            upstream.destroy();
+            return;
+          }
+          res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, cleanResponseHeaders(upRes));
+          // A stream (no length: event streams, SSE) gets its headers now, as its first event may be
+          // seconds away; a sized body carries them in its first write (one TLS record, not two).
+          if (upRes.headers['content-length'] === undefined) res.flushHeaders();
+          upRes.on('data', (chunk: Buffer) => countDown(chunk.length));
+          upRes.pipe(res);
+          // An upstream that dies mid-body must not look like a complete response to the client.
+          upRes.once('close', () => {
+            if (!upRes.complete) res.destroy();
+          });
+        });
+        if (body !== undefined) upstream.end(body);
+        else if (retry) upstream.end(); // replayed only without a body: the client's stream is spent
+        else {
+          req.on('data', (chunk: Buffer) => countUp(chunk.length));
+          req.pipe(upstream);
+        }
+      };
+      send(false);
     });
   }
 
@@ -350,6 +366,11 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
   };
   return handle;
 }
+
+/** Methods that are safe to send twice (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
+/** How a request written to a connection the server had already closed fails. */
+const STALE_CONNECTION = new Set(['ECONNRESET', 'EPIPE']);
 
 /** Methods whose requests carry no body unless framed explicitly. */
 const BODYLESS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE']);

@@ -15,6 +15,7 @@ import { writeSecretVolume } from '../helpers/secret-volume.ts';
 import { makeTestPki } from '../helpers/tls.ts';
 import { API_HOST, fetchVia, proxyAgent, PYTHON_GET, run, startHarness, type Harness } from './fixtures/intercept-harness.ts';
 import type { InterceptRule } from '../../credential-proxy/interception.ts';
+import { HEADER_DENY_REASON } from '../../lib/constants.ts';
 
 const SECRET = 'sk-live-7f3c9a1e5b2d4c6e8f0a';
 const headerRule = (value: InterceptRule['credentials'] extends infer C ? C : never, extra: Partial<InterceptRule> = {}): InterceptRule => ({ id: 'api', credentials: value, ...extra });
@@ -322,4 +323,40 @@ t.test('malformed requests inside the tunnel get a clean 4xx', async (t) => {
   for await (const c of tls) chunks.push(c as Buffer);
   t.match(Buffer.concat(chunks).toString(), /^HTTP\/1.1 431/);
   t.equal(h.upstream.seen.length, 0);
+});
+
+t.test('an upstream connection closed under a pooled request: idempotent ones are sent again, a POST gets 502', async (t) => {
+  // Each upstream connection answers its first request and drops the connection on the next one,
+  // as a server closing an idle keep-alive connection at that moment does.
+  const perSocket = new WeakMap<object, number>();
+  const log: string[] = [];
+  const h = await startHarness(t, {
+    rule: bearerLiteral,
+    handler: (req, res, seen) => {
+      const n = (perSocket.get(req.socket) ?? 0) + 1;
+      perSocket.set(req.socket, n);
+      log.push(`${n === 1 ? 'new' : 'reused'} ${seen.method} ${seen.url}`);
+      if (n > 1) {
+        req.socket.destroy();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 2 });
+      res.end('ok');
+    },
+  });
+  const agent = proxyAgent(h);
+  t.teardown(() => agent.destroy());
+  t.equal((await fetchVia(agent, h.url('/1'))).status, 200);
+  t.equal((await fetchVia(agent, h.url('/2'))).status, 200, 'GET: sent again on a new upstream connection');
+  t.equal((await fetchVia(agent, h.url('/3'), { method: 'DELETE' })).status, 200, 'DELETE without a body: the same');
+  const put = await fetchVia(agent, h.url('/4'), { method: 'PUT', headers: { 'content-length': 4 }, body: 'data' });
+  t.equal(put.status, 502, 'PUT whose body was streamed on: not in hand, not sent again');
+  t.equal((await fetchVia(agent, h.url('/5'))).status, 200);
+  const post = await fetchVia(agent, h.url('/6'), { method: 'POST', headers: { 'content-length': 2 }, body: '{}' });
+  t.equal(post.status, 502, 'POST: it could have been acted on, so the client decides');
+  t.match(post.headers[HEADER_DENY_REASON.toLowerCase()], /upstream/);
+  t.same(log, [
+    'new GET /1', 'reused GET /2', 'new GET /2', 'reused DELETE /3', 'new DELETE /3', 'reused PUT /4',
+    'new GET /5', 'reused POST /6',
+  ]);
 });
