@@ -42,7 +42,8 @@ export interface ExecOptions {
   outputDrainMs: number;
 }
 
-export interface ExecResult {
+/** How a command ended: the fields the exit frame and the buffered answer share. */
+export interface ExecSummary {
   execId: string;
   exitCode: number | null;
   signal: string | null;
@@ -52,6 +53,9 @@ export interface ExecResult {
   stdoutTruncatedBytes: number;
   stderrTruncatedBytes: number;
   durationMs: number;
+}
+
+export interface ExecResult extends ExecSummary {
   /** Buffered mode only: the kept bytes (head + tail). */
   stdout?: Buffer;
   stderr?: Buffer;

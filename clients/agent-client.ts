@@ -14,11 +14,12 @@ import { Agent as HttpAgent, request, type IncomingHttpHeaders, type IncomingMes
 import { Readable } from 'node:stream';
 import { AGENT_PATHS } from '../lib/constants.ts';
 import type { ErrorCode } from '../lib/errors.ts';
-import type { ExitReason } from '../agent/execute.ts';
+import { failedOnStaleConnection, IDEMPOTENT_METHODS } from '../lib/http.ts';
+import type { ExecSummary, ExitReason } from '../agent/execute.ts';
 import type { FileEntry } from '../agent/files.ts';
 
 // Wire types the agent itself defines; the rest of this file describes JSON as it travels.
-export type { ExitReason, FileEntry };
+export type { ExecSummary, ExitReason, FileEntry };
 
 // ---- Wire types (openapi/agent.yaml, components.schemas) ----------------------------------------
 
@@ -42,18 +43,6 @@ export interface ExecuteRequest {
   encoding?: 'utf8' | 'base64';
 }
 
-
-export interface ExecSummary {
-  execId: string;
-  exitCode: number | null;
-  signal: string | null;
-  reason: ExitReason;
-  stdoutBytes: number;
-  stderrBytes: number;
-  stdoutTruncatedBytes: number;
-  stderrTruncatedBytes: number;
-  durationMs: number;
-}
 
 export interface ExecuteResult extends ExecSummary {
   encoding: 'utf8' | 'base64';
@@ -164,10 +153,6 @@ const JSON_TYPE = 'application/json';
 const NDJSON_TYPE = 'application/x-ndjson';
 const TAR_TYPE = 'application/x-tar';
 
-/** Methods that are safe to send twice. */
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE']);
-/** How a request sent on a connection the other end had already closed fails. */
-const STALE_CODES = new Set(['ECONNRESET', 'EPIPE']);
 /** Each retry takes the next pooled connection, which may have gone idle too; then a new one. */
 const MAX_ATTEMPTS = 3;
 
@@ -226,7 +211,7 @@ export class AgentClient {
    * method and a body still in hand); a POST could have run a command, so its error is the caller's.
    */
   async #send(sent: Sent): Promise<IncomingMessage> {
-    const replayable = IDEMPOTENT.has(sent.method) && (sent.body === undefined || !isStreamBody(sent.body));
+    const replayable = IDEMPOTENT_METHODS.has(sent.method) && (sent.body === undefined || !isStreamBody(sent.body));
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.#sendOnce(sent);
@@ -258,7 +243,7 @@ export class AgentClient {
       // Kept for the request's life: after an early answer, a late write error (EPIPE) is moot.
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (responded) return;
-        reject(req.reusedSocket && STALE_CODES.has(err.code ?? '') ? new StaleConnection(err) : err);
+        reject(failedOnStaleConnection(req, err) ? new StaleConnection(err) : err);
       });
     });
     if (source) {

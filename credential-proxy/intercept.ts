@@ -20,6 +20,7 @@ import { Counter, type Registry } from 'prom-client';
 import { createEcKeyPair, type CertificateAuthority } from '../lib/certs.ts';
 import { HEADER_DENY_REASON } from '../lib/constants.ts';
 import { errorBody, WorkspaceSandboxError, type ErrorCode } from '../lib/errors.ts';
+import { failedOnStaleConnection, IDEMPOTENT_METHODS } from '../lib/http.ts';
 import type { AppLogger } from '../lib/log.ts';
 import { createAuditLog, type AuditLog } from './audit.ts';
 import type { CAKeyObjects } from './ca-key.ts';
@@ -277,7 +278,7 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
     // harmless: an idempotent method whose body (if any) is still in hand. A POST could have
     // reached the model, so its failure is the client's to handle.
     const noBody = (req.headers['content-length'] === undefined || req.headers['content-length'] === '0') && req.headers['transfer-encoding'] === undefined;
-    const replayable = IDEMPOTENT.has(method) && (body !== undefined || noBody);
+    const replayable = IDEMPOTENT_METHODS.has(method) && (body !== undefined || noBody);
     return new Promise((resolve) => {
       let responded = false;
       let current: ReturnType<typeof httpsRequest> | undefined;
@@ -312,7 +313,7 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
           else socket.once('connect', () => clearTimeout(connectTimer));
         });
         upstream.on('error', (err: NodeJS.ErrnoException) => {
-          if (!responded && !retry && replayable && !res.destroyed && upstream.reusedSocket && STALE_CONNECTION.has(err.code ?? '')) {
+          if (!responded && !retry && replayable && !res.destroyed && failedOnStaleConnection(upstream, err)) {
             send(true);
             return;
           }
@@ -366,11 +367,6 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
   };
   return handle;
 }
-
-/** Methods that are safe to send twice (RFC 9110 §9.2.2). */
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
-/** How a request written to a connection the server had already closed fails. */
-const STALE_CONNECTION = new Set(['ECONNRESET', 'EPIPE']);
 
 /** Methods whose requests carry no body unless framed explicitly. */
 const BODYLESS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE']);

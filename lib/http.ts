@@ -1,5 +1,5 @@
 // What the programs' plain node:http layers share.
-import type { IncomingMessage } from 'node:http';
+import type { ClientRequest, IncomingMessage } from 'node:http';
 import { WorkspaceSandboxError } from './errors.ts';
 
 /**
@@ -28,4 +28,16 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
     req.once('error', reject);
   });
+}
+
+/** Methods that are safe to send twice (RFC 9110 §9.2.2). */
+export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
+
+/**
+ * True when `req` failed because it went out on a kept-alive connection that the other end had
+ * already closed as idle: the request was never read there, and may be sent again when that is
+ * harmless.
+ */
+export function failedOnStaleConnection(req: ClientRequest, err: NodeJS.ErrnoException): boolean {
+  return req.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE');
 }

@@ -7,13 +7,13 @@
 // complete and the key matches the certificate. A periodic poll backs up fs.watch, which can drop
 // events on some filesystems.
 import { EventEmitter } from 'node:events';
-import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
 import { certificateNotAfter, keyMatchesCertificate } from './certs.ts';
 import { WorkspaceSandboxError } from './errors.ts';
+import { ReloadSchedule, type ReloadScheduleOptions } from './watch.ts';
 
 export interface KeyPairFiles {
   certFile: string;
@@ -67,13 +67,6 @@ export async function loadKeyPair(files: KeyPairFiles): Promise<LoadedKeyPair> {
   return checkPair(cert, key, files);
 }
 
-export interface KeyPairWatcherOptions {
-  /** Fallback poll; fs.watch usually reacts first. */
-  pollIntervalMs?: number;
-  /** Coalesces the burst of events of one Secret update. */
-  debounceMs?: number;
-}
-
 export interface KeyPairWatcherEvents {
   reload: [LoadedKeyPair];
   reloadFailed: [Error];
@@ -87,29 +80,13 @@ export class KeyPairWatcher extends EventEmitter<KeyPairWatcherEvents> {
   readonly files: KeyPairFiles;
   #current: LoadedKeyPair;
   #servers = new Set<TlsServer>();
-  #watchers: FSWatcher[] = [];
-  #poll: NodeJS.Timeout | undefined;
-  #debounce: NodeJS.Timeout | undefined;
-  #reloading: Promise<void> | undefined;
-  #closed = false;
-  readonly #debounceMs: number;
+  readonly #schedule: ReloadSchedule;
 
-  constructor(files: KeyPairFiles, options: KeyPairWatcherOptions = {}) {
+  constructor(files: KeyPairFiles, options: ReloadScheduleOptions = {}) {
     super();
     this.files = files;
-    this.#debounceMs = options.debounceMs ?? 50;
     this.#current = loadKeyPairSync(files);
-    for (const dir of new Set([dirname(files.certFile), dirname(files.keyFile)])) {
-      try {
-        const w = watch(dir, { persistent: false }, () => this.#schedule());
-        w.on('error', () => { /* the poll still covers us */ });
-        this.#watchers.push(w);
-      } catch {
-        // Directory not watchable (some network filesystems): rely on the poll.
-      }
-    }
-    this.#poll = setInterval(() => this.#schedule(), options.pollIntervalMs ?? 10_000);
-    this.#poll.unref();
+    this.#schedule = new ReloadSchedule([dirname(files.certFile), dirname(files.keyFile)], () => this.#reloadNow(), options);
   }
 
   get current(): LoadedKeyPair {
@@ -127,40 +104,27 @@ export class KeyPairWatcher extends EventEmitter<KeyPairWatcherEvents> {
     server.once('close', () => this.#servers.delete(server));
   }
 
-  #schedule(): void {
-    if (this.#closed) return;
-    clearTimeout(this.#debounce);
-    this.#debounce = setTimeout(() => void this.reload(), this.#debounceMs);
-    this.#debounce.unref();
+  /** Re-reads the files now, after any reload in progress; resolves once done (a no-op when nothing changed). */
+  reload(): Promise<void> {
+    return this.#schedule.run();
   }
 
-  /** Re-reads the files now; resolves once done (a no-op when nothing changed). */
-  reload(): Promise<void> {
-    // Serialise: a reload in progress is followed by one more so the latest files win.
-    const run = async () => {
-      let next: LoadedKeyPair;
-      try {
-        next = await loadKeyPair(this.files);
-      } catch (err) {
-        if (!this.#closed) this.emit('reloadFailed', err as Error);
-        return;
-      }
-      if (next.cert.equals(this.#current.cert) && next.key.equals(this.#current.key)) return;
-      this.#current = next;
-      for (const s of this.#servers) s.setSecureContext({ cert: next.cert, key: next.key });
-      this.emit('reload', next);
-    };
-    const p = (this.#reloading ?? Promise.resolve()).then(run);
-    this.#reloading = p;
-    return p;
+  async #reloadNow(): Promise<void> {
+    let next: LoadedKeyPair;
+    try {
+      next = await loadKeyPair(this.files);
+    } catch (err) {
+      if (!this.#schedule.closed) this.emit('reloadFailed', err as Error);
+      return;
+    }
+    if (next.cert.equals(this.#current.cert) && next.key.equals(this.#current.key)) return;
+    this.#current = next;
+    for (const s of this.#servers) s.setSecureContext({ cert: next.cert, key: next.key });
+    this.emit('reload', next);
   }
 
   close(): void {
-    this.#closed = true;
-    clearInterval(this.#poll);
-    clearTimeout(this.#debounce);
-    for (const w of this.#watchers) w.close();
-    this.#watchers = [];
+    this.#schedule.close();
     this.#servers.clear();
   }
 }

@@ -13,14 +13,13 @@
 // scripts/build-agent-sea.ts (the deployed artifact), or node + an esbuild bundle when that fails.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { Agent, request, type RequestOptions } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
-import { machineLine, median, percentile, table, writeSection } from './results.ts';
+import { BenchRun, machineLine, median, percentile, table, writeSection } from './results.ts';
 import { freePort } from '../helpers/listen.ts';
 
 const N = Number(process.env.BENCH_N ?? 1000);
@@ -31,18 +30,12 @@ const CONCURRENCY = 50;
 const STARTS = 10;
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = join(REPO, 'bin/workspace-sandbox.ts');
-const dir = mkdtempSync(join(tmpdir(), 'ws-bench-agent-'));
-const children: ChildProcess[] = [];
-let stopping = false;
+const bench = new BenchRun('agent');
+const dir = bench.dir;
 
 
 function start(cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
-  let err = '';
-  child.stderr!.on('data', (c: Buffer) => { err = (err + c.toString()).slice(-2000); });
-  child.on('exit', (code) => { if (code && !stopping) process.stderr.write(`${cmd} exited ${code}: ${err}\n`); });
-  children.push(child);
-  return child;
+  return bench.start(cmd, args, { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env });
 }
 
 type Target = { port: number } | { socketPath: string };
@@ -327,11 +320,4 @@ async function main(): Promise<void> {
   socatAgent.destroy();
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
-  process.exitCode = 1;
-}).finally(() => {
-  stopping = true;
-  for (const c of children) c.kill('SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
-});
+bench.run(main);

@@ -4,16 +4,15 @@
 // throughput of one tunnel downloading BENCH_GIB GiB over TLS (MB/s = 10^6 bytes/s), and the
 // proxy's CPU seconds per GiB (user+system from /proc); then this proxy's RSS idle and with
 // BENCH_OPEN open tunnels. Every process is a child on loopback ports picked at run time.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { createDevPair } from '../../lib/certs.ts';
-import { machineLine, median, percentile, table, writeSection } from './results.ts';
+import { BenchRun, machineLine, median, percentile, table, writeSection } from './results.ts';
 import { freePort } from '../helpers/listen.ts';
 
 const GIB = 2 ** 30;
@@ -30,9 +29,9 @@ function buildDist(): string {
   if (!existsSync(entry)) throw new Error('npm run build produced no dist/bin/workspace-sandbox.js');
   return entry;
 }
-const dir = mkdtempSync(join(tmpdir(), 'ws-bench-proxy-'));
+const bench = new BenchRun('proxy');
+const dir = bench.dir;
 chmodSync(dir, 0o777); // squid drops privileges and writes its log and pid here
-const children: ChildProcess[] = [];
 
 
 async function waitForPort(port: number, timeoutMs = 15_000): Promise<void> {
@@ -49,14 +48,8 @@ async function waitForPort(port: number, timeoutMs = 15_000): Promise<void> {
 }
 
 function start(cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-  let err = '';
-  child.stderr!.on('data', (c: Buffer) => { err = (err + c.toString()).slice(-2000); });
-  child.on('exit', (code) => { if (code && code !== 0 && !stopping) process.stderr.write(`${cmd} exited ${code}: ${err}\n`); });
-  children.push(child);
-  return child;
+  return bench.start(cmd, args, { ...process.env, ...env });
 }
-let stopping = false;
 
 /** utime + stime of a process, in seconds. */
 function cpuSeconds(pid: number): number {
@@ -258,11 +251,4 @@ async function main(): Promise<void> {
   ].join('\n'));
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
-  process.exitCode = 1;
-}).finally(() => {
-  stopping = true;
-  for (const c of children) c.kill('SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
-});
+bench.run(main);

@@ -1,7 +1,9 @@
 // Benchmarks write their results table into test/bench/README.md, each between its own markers,
 // so every script regenerates only its section and the file always shows the latest run.
-import { readFileSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
 
 const README = new URL('./README.md', import.meta.url);
 
@@ -39,4 +41,40 @@ export function percentile(values: number[], p: number): number {
 export function table(header: string[], rows: (string | number)[][]): string {
   const line = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
   return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+/**
+ * One benchmark's scratch directory and child processes: a child that exits early is reported
+ * with the tail of its stderr, and at the end (or on failure) every child is killed and the
+ * directory removed.
+ */
+export class BenchRun {
+  readonly dir: string;
+  readonly #children: ChildProcess[] = [];
+  #stopping = false;
+
+  constructor(name: string) {
+    this.dir = mkdtempSync(join(tmpdir(), `ws-bench-${name}-`));
+  }
+
+  /** Starts `cmd` with exactly `env` as its environment. */
+  start(cmd: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
+    let err = '';
+    child.stderr!.on('data', (c: Buffer) => { err = (err + c.toString()).slice(-2000); });
+    child.on('exit', (code) => { if (code && !this.#stopping) process.stderr.write(`${cmd} exited ${code}: ${err}\n`); });
+    this.#children.push(child);
+    return child;
+  }
+
+  run(main: () => Promise<void>): void {
+    main().catch((err: unknown) => {
+      process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    }).finally(() => {
+      this.#stopping = true;
+      for (const c of this.#children) c.kill('SIGKILL');
+      rmSync(this.dir, { recursive: true, force: true });
+    });
+  }
 }
