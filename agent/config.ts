@@ -49,6 +49,7 @@ const agentEnvObject = z.object({
   AGENT_MAX_TAR_ENTRIES: env.int(1, 10_000_000).default(200_000),
   AGENT_CHILD_ENV: env.list().default([...DEFAULT_CHILD_ENV]),
   AGENT_INIT_REAPER: z.enum(['auto', 'off'], { message: 'must be auto or off' }).default('auto'),
+  AGENT_PROXY_RELAY: env.string().refine((p) => p.startsWith('/'), 'must be an absolute path').optional(),
   LOG_LEVEL: env.logLevel().default('info'),
 });
 
@@ -87,6 +88,8 @@ export interface AgentConfig {
   /** The environment every command starts from (request env is merged over it). */
   readonly childBaseEnv: Readonly<Record<string, string>>;
   readonly initReaper: 'auto' | 'off';
+  /** Unix socket of the credential proxy that 127.0.0.1:8080 is relayed to (Docker mode), if any. */
+  readonly proxyRelay: string | undefined;
   readonly logLevel: DeepReadonly<z.output<typeof agentEnvSchema>>['LOG_LEVEL'];
 }
 
@@ -138,6 +141,7 @@ export function loadAgentConfig(source: Record<string, string | undefined> = pro
     maxTarEntries: c.AGENT_MAX_TAR_ENTRIES,
     childBaseEnv: Object.freeze(childBaseEnv),
     initReaper: c.AGENT_INIT_REAPER,
+    proxyRelay: c.AGENT_PROXY_RELAY,
     logLevel: c.LOG_LEVEL,
   });
 }
@@ -164,5 +168,6 @@ export const AGENT_ENV_HELP: readonly (readonly [string, string, string])[] = [
   ['AGENT_MAX_TAR_ENTRIES', '200000', 'most entries in one tar upload'],
   ['AGENT_CHILD_ENV', 'PATH,HOME,LANG,…,HTTP(S)_PROXY,…', 'variables commands inherit from the container environment'],
   ['AGENT_INIT_REAPER', 'auto', 'as PID 1, hand PID 1 to a /bin/sh reaper (auto) or not (off)'],
+  ['AGENT_PROXY_RELAY', '(none)', `Unix socket of the credential proxy; 127.0.0.1:${PORTS.proxy} is relayed to it (Docker mode: no network)`],
   ['LOG_LEVEL', 'info', 'fatal, error, warn, info, debug, trace or silent'],
 ];

@@ -7,6 +7,7 @@ import { createLogger } from '../lib/log.ts';
 import { exitOnSignals, listen } from '../lib/server.ts';
 import { AGENT_ENV_HELP, loadAgentConfig, SOCKET_MODE } from './config.ts';
 import { becomeReaperIfPid1 } from './init-reaper.ts';
+import { createProxyRelay, RELAY_ADDRESS } from './relay.ts';
 import { createAgentServer } from './server.ts';
 
 function usage(): string {
@@ -52,11 +53,14 @@ export async function main(argv: string[]): Promise<number | void> {
     : { path: config.listen.path, mode: SOCKET_MODE };
   const address = await listen(agent.server, target);
   if (config.listen.mode === 'uds') removeSocketAtExit(config.listen.path);
+  // The relay dies with the process: it holds no state worth draining.
+  const relay = config.proxyRelay === undefined ? undefined : await listen(createProxyRelay(config.proxyRelay, logger).server, RELAY_ADDRESS);
   exitOnSignals(agent.shutdown, logger);
   logger.info({
     address: address.display,
     workspaceRoot: agent.workspace.root,
     auth: config.token ? 'bearer' : 'none',
     maxConcurrent: config.maxConcurrent,
+    ...(relay ? { proxyRelay: `${relay.display} -> ${config.proxyRelay}` } : {}),
   }, 'agent listening');
 }

@@ -9,6 +9,8 @@ import { rulesFromAllowedDomains, validateRules, RuleSetError, type Rule } from 
 export const proxyEnvSchema = z.object({
   PROXY_HOST: env.string().default(PROXY_LOOPBACK_HOST),
   PROXY_PORT: env.port().default(PORTS.proxy),
+  /** Listen on this Unix socket instead of PROXY_HOST:PROXY_PORT (Docker mode: reached through the agent's relay). */
+  PROXY_SOCKET: env.string().refine((p) => p.startsWith('/'), 'must be an absolute path').optional(),
   ADMIN_HOST: env.string().default('0.0.0.0'),
   ADMIN_PORT: env.port().default(PORTS.proxyAdmin),
   /** Comma-separated hosts (`*.example.com`, optional `:port`): tunnel-only rules. */
@@ -66,6 +68,7 @@ export interface ProxyConfig extends DeepReadonly<ProxyEnv> {
 export const PROXY_ENV_HELP: Readonly<Record<keyof ProxyEnv, string>> = {
   PROXY_HOST: `proxy listener address (${PROXY_LOOPBACK_HOST}; keep it loopback)`,
   PROXY_PORT: `proxy listener port (${PORTS.proxy})`,
+  PROXY_SOCKET: 'listen on this Unix socket instead of PROXY_HOST:PROXY_PORT (Docker mode)',
   ADMIN_HOST: 'admin listener address (0.0.0.0)',
   ADMIN_PORT: `admin listener port (${PORTS.proxyAdmin}): /healthz /readyz /metrics /rules`,
   ALLOWED_DOMAINS: 'comma-separated hosts allowed as plain tunnels, e.g. api.example.com,*.example.org:8443',

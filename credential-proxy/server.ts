@@ -21,6 +21,12 @@ import { refuseSocket } from './respond.ts';
 import { compileRule, type CompiledRule, type Rule } from './rules.ts';
 import { MemoryRulesStore, type RulesStore } from './rules-store.ts';
 
+/**
+ * The workspace's user connects to the socket from inside its container (another uid than the
+ * proxy's); who can reach it is decided by the per-workspace directory holding it.
+ */
+const PROXY_SOCKET_MODE = 0o666;
+
 /** Request headers larger than this get 431: no legitimate egress request needs more. */
 export const MAX_HEADER_BYTES = 16 * 1024;
 
@@ -185,10 +191,13 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
     async listen() {
       started ??= store.start();
       await started;
-      const proxy = await listen(proxyServer, { port: config.PROXY_PORT, host: config.PROXY_HOST });
+      // A Unix socket in the Docker mode (the workspace has no network; see agent/relay.ts).
+      const proxy = await listen(proxyServer, config.PROXY_SOCKET
+        ? { path: config.PROXY_SOCKET, mode: PROXY_SOCKET_MODE }
+        : { port: config.PROXY_PORT, host: config.PROXY_HOST });
       const admin = await listen(adminServer, { port: config.ADMIN_PORT, host: config.ADMIN_HOST });
       // With port 0 the real ports are known only now.
-      (own.ports as Set<number>).add(proxy.port!);
+      if (proxy.port !== undefined) (own.ports as Set<number>).add(proxy.port);
       (own.ports as Set<number>).add(admin.port!);
       ctx.bound.adminPort = admin.port!;
       return { proxy, admin };

@@ -7,6 +7,10 @@ export const PREFIX = 'workspace-sandbox.io/';
 export const LABEL_INJECTION = `${PREFIX}injection`;
 export const LABEL_INJECTION_ENABLED = 'enabled';
 export const LABEL_WORKSPACE = `${PREFIX}workspace`;
+/** Set by the workspace SDK on what it creates: which backend owns it (list, GC), whose conversation, which warm pool. */
+export const LABEL_OWNER = `${PREFIX}owner`;
+export const LABEL_CONVERSATION = `${PREFIX}conversation`;
+export const LABEL_POOL = `${PREFIX}pool`;
 
 export const ANNOTATION_STATUS = `${PREFIX}status`;
 export const ANNOTATION_RUNTIME = `${PREFIX}runtime`;
