@@ -76,3 +76,17 @@ export const NODE_LABEL_GVISOR = `${PREFIX}gvisor`;
 
 /** The node-local EKS Pod Identity agent: the sidecar's AWS credential source, never a workspace destination. */
 export const POD_IDENTITY_AGENT = Object.freeze({ ipv4: '169.254.170.23', ipv6: 'fd00:ec2::23', port: 80 });
+
+/** ServiceAccount workspace pods run as in `sandboxes`; its Pod Identity association gives the sidecar AWS credentials. */
+export const SERVICE_ACCOUNT_WORKSPACE = 'workspace-sandbox-workspace';
+
+/**
+ * Per-pod tokens (lib/pod-token.ts): the backend's Ed25519 signing key lives in a Secret in
+ * `backend`; the public keys, which verify but cannot mint, in a ConfigMap in `sandboxes` that the
+ * webhook mounts read-only where a token is checked.
+ */
+export const POD_TOKEN_SIGNING_SECRET = 'workspace-sandbox-pod-token-signing-key';
+export const POD_TOKEN_SIGNING_KEY = 'private.pem';
+export const POD_TOKEN_PUBLIC_KEYS_CONFIGMAP = 'workspace-sandbox-pod-token-public-keys';
+export const POD_TOKEN_PUBLIC_KEYS_KEY = 'public.pem';
+export const POD_TOKEN_PUBLIC_KEYS_DIR = '/etc/workspace-sandbox/pod-token';
