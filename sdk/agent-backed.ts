@@ -163,7 +163,7 @@ export abstract class AgentBackedBackend implements WorkspaceBackend {
       try {
         const client = await this.agent(workspace.id);
         const health = await client.health({ signal: AbortSignal.timeout(Math.max(1, Math.min(2_000, deadline - Date.now()))) });
-        if (health.status === 'ok') return { ...workspace, readyAt: workspace.readyAt ?? new Date() };
+        if (health.status === 'ok') return { ...workspace, readyAt: workspace.readyAt ?? new Date(), status: 'running' };
         last = new Error(`agent status ${health.status}`);
       } catch (err) {
         last = err;

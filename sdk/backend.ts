@@ -32,7 +32,11 @@ export interface Workspace {
   /** When the agent first answered /health; undefined until then. */
   readonly readyAt: Date | undefined;
   readonly ttlSeconds: number | undefined;
+  /** The orchestrator's view when it was read: `stopped` covers exited, failed, evicted and terminating. */
+  readonly status: WorkspaceStatus;
 }
+
+export type WorkspaceStatus = 'starting' | 'running' | 'stopped';
 
 export interface Resources {
   /** Kubernetes quantity (`500m`, `2`). Docker: NanoCPUs. */

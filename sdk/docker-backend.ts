@@ -228,7 +228,7 @@ export class DockerBackend extends AgentBackedBackend {
       }
       if (proxyResult.status === 'rejected') throw proxyResult.reason;
       const workspace: Workspace = {
-        id, uid, backend: 'docker', agent: { socketPath: join(run, 'agent.sock') }, conversationId, labels, createdAt, readyAt: undefined, ttlSeconds: ttl,
+        id, uid, backend: 'docker', agent: { socketPath: join(run, 'agent.sock') }, conversationId, labels, createdAt, readyAt: undefined, ttlSeconds: ttl, status: 'starting',
       };
       if (options.wait === false) return workspace;
       return await this.waitForAgentReady(workspace, { timeoutMs: options.timeoutMs ?? this.#o.readyTimeoutMs, ...(options.signal ? { signal: options.signal } : {}) });
@@ -358,7 +358,7 @@ export class DockerBackend extends AgentBackedBackend {
     return (await this.failureOf(id).catch(() => new WorkspaceError('WS_ERR_BACKEND_UNAVAILABLE', ''))) === undefined;
   }
 
-  #toWorkspace(id: string, labels: Record<string, string>, createdAt: Date): Workspace {
+  #toWorkspace(id: string, labels: Record<string, string>, createdAt: Date, state: string): Workspace {
     const assignment = readJson<Assignment>(join(this.#dir(id), 'assignment.json'));
     const merged: Record<string, string> = assignment ? { ...labels, ...assignment.labels, [LABEL_CONVERSATION]: assignment.conversationId } : { ...labels };
     delete merged[LABEL_UID];
@@ -373,6 +373,7 @@ export class DockerBackend extends AgentBackedBackend {
       createdAt,
       readyAt: undefined,
       ttlSeconds: ttl === undefined ? undefined : Number(ttl),
+      status: state === 'running' ? 'running' : state === 'created' || state === 'restarting' ? 'starting' : 'stopped',
     };
   }
 
@@ -385,7 +386,7 @@ export class DockerBackend extends AgentBackedBackend {
       throw dockerFailure(err, `workspace ${id}`);
     }
     if (info.Config.Labels?.[LABEL_OWNER] !== this.#o.owner) throw new WorkspaceError('WS_ERR_WORKSPACE_GONE', `workspace ${id} belongs to another backend`);
-    return this.#toWorkspace(id, info.Config.Labels, new Date(info.Created));
+    return this.#toWorkspace(id, info.Config.Labels, new Date(info.Created), info.State.Status);
   }
 
   async list(): Promise<Workspace[]> {
@@ -398,7 +399,7 @@ export class DockerBackend extends AgentBackedBackend {
     return containers
       .map((c) => ({ c, id: (c.Names[0] ?? '').replace(/^\//, '') }))
       .filter(({ id }) => /^ws-[0-9a-f]{16}$/.test(id))
-      .map(({ c, id }) => this.#toWorkspace(id, c.Labels, new Date(c.Created * 1000)));
+      .map(({ c, id }) => this.#toWorkspace(id, c.Labels, new Date(c.Created * 1000), c.State));
   }
 
   async assign(id: string, conversationId: string, labels: Record<string, string> = {}): Promise<Workspace> {
