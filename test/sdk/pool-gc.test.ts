@@ -149,6 +149,14 @@ t.test('warm pool and collector', { skip }, async (t) => {
     await gc2.stop();
   });
 
+  t.test('release ends a conversation\'s workspace; nothing is left behind', async (t) => {
+    await a.pool.release('conv-0');
+    t.equal(await a.pool.records.conversation('conv-0'), undefined);
+    for (const ws of await a.backend.list()) await a.backend.destroy(ws.id, { gracePeriodSeconds: 0 });
+    t.same(await docker.listContainers({ all: true, filters: { label: [`${LABEL_OWNER}=${owner}`] } }), []);
+    t.same(proxiesOf(stateDir), [], 'no proxy process');
+  });
+
   t.test('pool sizes are validated', async (t) => {
     t.throws(() => new WarmPool({ backend: a.backend, redis: a.redis, owner, min: 5, max: 2 }), { code: 'WS_ERR_INVALID_OPTIONS' });
   });
