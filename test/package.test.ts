@@ -27,7 +27,7 @@ t.test('the check passes on this Node and explains itself on an old one', async 
   const old = spawnSync('/usr/bin/node', ['--version'], { encoding: 'utf8' });
   const major = Number(/^v(\d+)/.exec(old.stdout ?? '')?.[1]);
   if (old.status !== 0 || !(major < 24)) {
-    t.skip('no Node older than 24 at /usr/bin/node');
+    t.comment('no Node older than 24 at /usr/bin/node: the old-Node half is not checked here');
     return;
   }
   const r = spawnSync('/usr/bin/node', [CHECK], { encoding: 'utf8' });
