@@ -3,7 +3,7 @@
 // command, so nothing else can leak the agent's own variables into a child.
 import { readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
-import { ConfigError, env, parseConfig, pickEnv, type DeepReadonly } from '../lib/config.ts';
+import { ConfigError, deepFreeze, env, pickEnv, problemsFromZod, type ConfigProblem, type DeepReadonly } from '../lib/config.ts';
 import { AGENT_SOCKET_PATH, PORTS, WORKSPACE_ROOT } from '../lib/constants.ts';
 
 const MiB = 1024 * 1024;
@@ -47,7 +47,13 @@ const agentEnvObject = z.object({
   AGENT_MAX_FILE_BYTES: env.int(0, 2 ** 50).default(512 * MiB),
   AGENT_MAX_UPLOAD_BYTES: env.int(0, 2 ** 50).default(2048 * MiB),
   AGENT_MAX_TAR_ENTRIES: env.int(1, 10_000_000).default(200_000),
-  AGENT_CHILD_ENV: env.list().default([...DEFAULT_CHILD_ENV]),
+  AGENT_CHILD_ENV: env.list().superRefine((names, ctx) => {
+    for (const name of names) {
+      if (!ENV_NAME.test(name)) ctx.addIssue({ code: 'custom', message: `'${name}' is not a variable name` });
+      // The agent's own settings (and the token file's path) never reach a command.
+      else if (name.startsWith('AGENT_') || name === EXEC_ID_VAR) ctx.addIssue({ code: 'custom', message: `'${name}' belongs to the agent and cannot be passed to commands` });
+    }
+  }).default([...DEFAULT_CHILD_ENV]),
   AGENT_INIT_REAPER: z.enum(['auto', 'off'], { message: 'must be auto or off' }).default('auto'),
   LOG_LEVEL: env.logLevel().default('info'),
 });
@@ -58,11 +64,6 @@ export const agentEnvSchema = agentEnvObject.superRefine((c, ctx) => {
   }
   if (c.AGENT_MAX_OUTPUT_BYTES > c.AGENT_MAX_OUTPUT_BYTES_LIMIT) {
     ctx.addIssue({ code: 'custom', path: ['AGENT_MAX_OUTPUT_BYTES'], message: `must be <= AGENT_MAX_OUTPUT_BYTES_LIMIT (${c.AGENT_MAX_OUTPUT_BYTES_LIMIT})` });
-  }
-  for (const name of c.AGENT_CHILD_ENV) {
-    if (!ENV_NAME.test(name)) ctx.addIssue({ code: 'custom', path: ['AGENT_CHILD_ENV'], message: `'${name}' is not a variable name` });
-    // The agent's own settings (and the token file's path) never reach a command.
-    else if (name.startsWith('AGENT_') || name === EXEC_ID_VAR) ctx.addIssue({ code: 'custom', path: ['AGENT_CHILD_ENV'], message: `'${name}' belongs to the agent and cannot be passed to commands` });
   }
 });
 
@@ -93,26 +94,40 @@ export interface AgentConfig {
 /** Mode of the Unix socket: the backend's group may connect, nobody else. */
 export const SOCKET_MODE = 0o660;
 
-function readToken(path: string): string {
+/** The token in `path`, or the problem with it. */
+function readToken(path: string): string | ConfigProblem {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new ConfigError('agent configuration', [{ field: 'AGENT_TOKEN_FILE', value: path, message: `cannot read: ${(err as Error).message}` }]);
+    return { field: 'AGENT_TOKEN_FILE', value: path, message: `cannot read: ${(err as Error).message}` };
   }
   const token = text.trim();
-  if (token.length < 16) {
-    throw new ConfigError('agent configuration', [{ field: 'AGENT_TOKEN_FILE', value: path, message: 'token must be at least 16 characters' }]);
-  }
+  if (token.length < 16) return { field: 'AGENT_TOKEN_FILE', value: path, message: 'token must be at least 16 characters' };
   return token;
 }
 
-/** Loads the agent's configuration from `source` (process.env by default). */
+/**
+ * Loads the agent's configuration from `source` (process.env by default). Every problem is reported
+ * in one ConfigError, the files named by the settings (workspace root, token file) included, so an
+ * operator fixes a bad Deployment in one round trip.
+ */
 export function loadAgentConfig(source: Record<string, string | undefined> = process.env): AgentConfig {
-  const c = parseConfig(agentEnvSchema, pickEnv(agentEnvObject, source), 'agent configuration');
-  if (!statSync(c.AGENT_WORKSPACE_ROOT, { throwIfNoEntry: false })?.isDirectory()) {
-    throw new ConfigError('agent configuration', [{ field: 'AGENT_WORKSPACE_ROOT', value: c.AGENT_WORKSPACE_ROOT, message: 'must be an existing directory' }]);
+  const input = pickEnv(agentEnvObject, source);
+  const parsed = agentEnvSchema.safeParse(input);
+  const problems: ConfigProblem[] = parsed.success ? [] : problemsFromZod(parsed.error, input);
+  const rootSetting = input.AGENT_WORKSPACE_ROOT ?? WORKSPACE_ROOT;
+  if (rootSetting.startsWith('/') && !statSync(rootSetting, { throwIfNoEntry: false })?.isDirectory()) {
+    problems.push({ field: 'AGENT_WORKSPACE_ROOT', value: rootSetting, message: 'must be an existing directory' });
   }
+  let token: string | undefined;
+  if (input.AGENT_TOKEN_FILE !== undefined) {
+    const read = readToken(input.AGENT_TOKEN_FILE);
+    if (typeof read === 'string') token = read;
+    else problems.push(read);
+  }
+  if (!parsed.success || problems.length > 0) throw new ConfigError('agent configuration', problems);
+  const c = deepFreeze(parsed.data);
   const childBaseEnv: Record<string, string> = { PATH: DEFAULT_PATH, HOME: c.AGENT_WORKSPACE_ROOT, LANG: 'C.UTF-8' };
   for (const name of c.AGENT_CHILD_ENV) {
     const value = source[name];
@@ -122,7 +137,7 @@ export function loadAgentConfig(source: Record<string, string | undefined> = pro
     listen: c.AGENT_LISTEN_MODE === 'tcp'
       ? Object.freeze({ mode: 'tcp' as const, host: c.AGENT_HOST, port: c.AGENT_PORT })
       : Object.freeze({ mode: 'uds' as const, path: c.AGENT_SOCKET }),
-    token: c.AGENT_TOKEN_FILE === undefined ? undefined : readToken(c.AGENT_TOKEN_FILE),
+    token,
     workspaceRoot: c.AGENT_WORKSPACE_ROOT,
     maxConcurrent: c.AGENT_MAX_CONCURRENT,
     defaultTimeoutMs: c.AGENT_DEFAULT_TIMEOUT_MS,

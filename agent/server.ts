@@ -14,7 +14,7 @@ import type { AgentConfig } from './config.ts';
 import { Execution, type ExecResult, type StreamName } from './execute.ts';
 import { FrameEncoder } from './output.ts';
 import { cwdProblem, executeRequestSchema, parseExecuteRequest, planSpawn } from './request.ts';
-import { octal, Workspace } from './files.ts';
+import { fileSystemError, octal, Workspace } from './files.ts';
 
 export const NDJSON = 'application/x-ndjson';
 export const TAR = 'application/x-tar';
@@ -231,6 +231,14 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
 
   async function files(req: IncomingMessage, res: ServerResponse, pathname: string, query: URLSearchParams): Promise<void> {
     const path = filePath(pathname);
+    try {
+      await fileOperation(req, res, path, query);
+    } catch (err) {
+      throw fileSystemError(err, path);
+    }
+  }
+
+  async function fileOperation(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams): Promise<void> {
     switch (req.method) {
       case 'GET': {
         if (query.has('list')) {
