@@ -42,13 +42,41 @@ function errno(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | null)?.code;
 }
 
-/** Splits a request path into components: absolute paths and `..` are refused, `.` and empty ones dropped. */
+/** Linux's limits (limits.h): bytes in one name, bytes in a path handed to a system call. */
+export const NAME_MAX = 255;
+export const PATH_MAX = 4096;
+
+/**
+ * Splits a request path into components: absolute paths and `..` are refused, `.` and empty ones
+ * dropped; a name or path longer than the kernel takes is a 400 here rather than an
+ * ENAMETOOLONG from deep inside a file operation.
+ */
 export function pathSegments(path: string): string[] {
   if (path.includes('\0')) throw new WorkspaceSandboxError('WS_ERR_VALIDATION', 'path must not contain NUL characters');
   if (path.startsWith('/')) throw escape(path, 'is absolute; paths are relative to the workspace root');
+  if (Buffer.byteLength(path) > PATH_MAX) throw new WorkspaceSandboxError('WS_ERR_VALIDATION', `path is longer than ${PATH_MAX} bytes`);
   const segments = path.split('/').filter((s) => s !== '' && s !== '.');
   if (segments.includes('..')) throw escape(path, 'contains ".."; paths must stay inside the workspace');
+  if (segments.some((s) => Buffer.byteLength(s) > NAME_MAX)) throw new WorkspaceSandboxError('WS_ERR_VALIDATION', `path has a name longer than ${NAME_MAX} bytes`);
   return segments;
+}
+
+/**
+ * The API's answer for a file-system error that reached the HTTP layer: what the request asked for
+ * cannot be done (the path's or the permissions' fault, not a bug), so only errors nobody expected
+ * (a full disk among them) stay 500.
+ */
+export function fileSystemError(err: unknown, path: string): unknown {
+  switch (errno(err)) {
+    case 'ENAMETOOLONG': return new WorkspaceSandboxError('WS_ERR_VALIDATION', `${JSON.stringify(path)} is too long for the file system`);
+    case 'ENOENT': return notFound(path);
+    case 'ENOTDIR': return conflict(path, 'has a parent that is not a directory');
+    case 'EISDIR': return conflict(path, 'is a directory');
+    case 'EEXIST': case 'ENOTEMPTY': return conflict(path, 'already exists');
+    case 'ELOOP': return escape(path, 'goes through a symlink');
+    case 'EACCES': case 'EPERM': case 'EROFS': return new WorkspaceSandboxError('WS_ERR_FORBIDDEN', `${JSON.stringify(path)}: ${errno(err) === 'EROFS' ? 'read-only file system' : 'permission denied'}`);
+    default: return err;
+  }
 }
 
 async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {

@@ -40,10 +40,6 @@ export async function main(argv: string[]): Promise<number | void> {
     process.stdout.write(`${usage()}\n`);
     return 0;
   }
-  if (argv.length > 0) {
-    process.stderr.write(`${PRODUCT} agent: unexpected arguments ${argv.join(' ')} (configure with environment variables; see --help)\n`);
-    return 2;
-  }
   const config = loadAgentConfig();
   const logger = createLogger({ name: 'agent', level: config.logLevel, secrets: config.token ? [config.token] : [] });
   becomeReaperIfPid1(config.initReaper, logger);

@@ -23,16 +23,29 @@ export function utf8LeadingContinuation(buf: Buffer): number {
   return i;
 }
 
+/** Smallest allocation of a growing buffer: tiny outputs stay tiny, 1-byte writes do not realloc each time. */
+const MIN_ALLOCATION = 4096;
+
+/** A capacity for `needed` bytes: doubled from `current`, never past `cap`. */
+function grownCapacity(current: number, needed: number, cap: number): number {
+  return Math.min(cap, Math.max(MIN_ALLOCATION, current * 2, needed));
+}
+
 /**
  * Keeps the first `headCap` and the last `tailCap` bytes of a stream, counting what falls between.
- * Memory stays within headCap + tailCap + one chunk however much the command writes.
+ * Bytes are copied into two buffers of their own (the head grows up to headCap, the tail is a ring
+ * of at most tailCap), never kept as the chunks they arrived in: a command writing one byte at a
+ * time would otherwise pin one small Buffer (≈100 bytes of bookkeeping each) per write. Memory is
+ * at most headCap + tailCap, and 1.5 × that for the moment a buffer grows.
  */
 export class HeadTailBuffer {
   readonly #headCap: number;
   readonly #tailCap: number;
-  #head: Buffer[] = [];
+  #head = Buffer.alloc(0);
   #headLen = 0;
-  #tail: Buffer[] = [];
+  /** Ring: `#tailLen` bytes starting at `#tailStart`, wrapping at `#tail.length`. */
+  #tail = Buffer.alloc(0);
+  #tailStart = 0;
   #tailLen = 0;
   #total = 0;
 
@@ -50,17 +63,51 @@ export class HeadTailBuffer {
     let rest = chunk;
     if (this.#headLen < this.#headCap) {
       const take = Math.min(this.#headCap - this.#headLen, rest.length);
-      this.#head.push(rest.subarray(0, take));
+      if (this.#headLen + take > this.#head.length) {
+        const grown = Buffer.allocUnsafe(grownCapacity(this.#head.length, this.#headLen + take, this.#headCap));
+        this.#head.copy(grown, 0, 0, this.#headLen);
+        this.#head = grown;
+      }
+      rest.copy(this.#head, this.#headLen, 0, take);
       this.#headLen += take;
       rest = rest.subarray(take);
     }
-    if (rest.length === 0 || this.#tailCap === 0) return;
-    this.#tail.push(rest);
-    this.#tailLen += rest.length;
-    // Drop whole chunks from the front while what remains still covers the tail.
-    while (this.#tail.length > 1 && this.#tailLen - this.#tail[0]!.length >= this.#tailCap) {
-      this.#tailLen -= this.#tail.shift()!.length;
+    if (rest.length > 0 && this.#tailCap > 0) this.#pushTail(rest);
+  }
+
+  #pushTail(bytes: Buffer): void {
+    const cap = this.#tailCap;
+    if (bytes.length >= cap) bytes = bytes.subarray(bytes.length - cap);
+    if (this.#tailLen + bytes.length > this.#tail.length && this.#tail.length < cap) {
+      // Grow (and straighten the ring) while it is below its final size.
+      const grown = Buffer.allocUnsafe(grownCapacity(this.#tail.length, this.#tailLen + bytes.length, cap));
+      this.#tailLen = this.#copyTail(grown);
+      this.#tail = grown;
+      this.#tailStart = 0;
     }
+    const ring = this.#tail;
+    let end = (this.#tailStart + this.#tailLen) % ring.length;
+    const first = Math.min(bytes.length, ring.length - end);
+    bytes.copy(ring, end, 0, first);
+    bytes.copy(ring, 0, first);
+    end = (end + bytes.length) % ring.length;
+    const len = this.#tailLen + bytes.length;
+    if (len > ring.length) {
+      // Overwrote the oldest bytes: the ring is full and starts where it now ends.
+      this.#tailLen = ring.length;
+      this.#tailStart = end;
+    } else {
+      this.#tailLen = len;
+    }
+  }
+
+  /** Copies the ring's bytes, oldest first, to `target`; returns how many. */
+  #copyTail(target: Buffer): number {
+    const ring = this.#tail;
+    const first = Math.min(this.#tailLen, ring.length - this.#tailStart);
+    ring.copy(target, 0, this.#tailStart, this.#tailStart + first);
+    ring.copy(target, first, 0, this.#tailLen - first);
+    return this.#tailLen;
   }
 
   /**
@@ -69,9 +116,9 @@ export class HeadTailBuffer {
    * was dropped: complete output is returned byte for byte.
    */
   result(utf8: boolean): { data: Buffer; truncatedBytes: number } {
-    let head = Buffer.concat(this.#head, this.#headLen);
-    let tail = Buffer.concat(this.#tail, this.#tailLen);
-    if (tail.length > this.#tailCap) tail = tail.subarray(tail.length - this.#tailCap);
+    let head = this.#head.subarray(0, this.#headLen);
+    const straight = Buffer.allocUnsafe(this.#tailLen);
+    let tail = straight.subarray(0, this.#copyTail(straight));
     const kept = head.length + tail.length;
     if (kept === this.#total) return { data: Buffer.concat([head, tail], kept), truncatedBytes: 0 };
     if (utf8) {

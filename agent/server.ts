@@ -13,8 +13,8 @@ import { VERSION } from '../lib/version.ts';
 import type { AgentConfig } from './config.ts';
 import { Execution, type ExecResult, type StreamName } from './execute.ts';
 import { FrameEncoder } from './output.ts';
-import { cwdProblem, executeRequestSchema, parseExecuteRequest, planSpawn } from './request.ts';
-import { octal, Workspace } from './files.ts';
+import { cwdProblem, executeRequestSchema, parseExecuteRequest, planSpawn, type ExecuteRequest, type SpawnPlan } from './request.ts';
+import { fileSystemError, octal, Workspace } from './files.ts';
 
 export const NDJSON = 'application/x-ndjson';
 export const TAR = 'application/x-tar';
@@ -104,6 +104,7 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
   const startedAt = Date.now();
   const executions = new Set<Execution>();
   let starting = 0; // admitted, not yet spawned: counted against the limit too
+  let outputReserved = 0; // bytes of output the running buffered commands may keep
   // Hashing both sides gives equal-length inputs to timingSafeEqual, so the token's length leaks nothing either.
   const tokenDigest = config.token === undefined ? undefined : digest(config.token);
   const execOptions = { killGraceMs: config.killGraceMs, outputDrainMs: config.outputDrainMs };
@@ -142,6 +143,21 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
     }
     const encoding = request.encoding ?? 'utf8';
     const streaming = (req.headers.accept ?? '').includes(NDJSON);
+    const maxOutputBytes = request.maxOutputBytes;
+    // Buffered output is kept until the answer: reserve what this command may keep (both streams).
+    const reserve = streaming ? 0 : 2 * (maxOutputBytes ?? config.defaultMaxOutputBytes);
+    if (outputReserved + reserve > config.outputMemoryBytes) {
+      throw new WorkspaceSandboxError('WS_ERR_TOO_MANY_REQUESTS', `running commands already keep ${outputReserved} of ${config.outputMemoryBytes} bytes of output memory; retry later or ask for less maxOutputBytes`);
+    }
+    outputReserved += reserve;
+    try {
+      await run(req, res, plan, request, streaming, encoding);
+    } finally {
+      outputReserved -= reserve;
+    }
+  }
+
+  async function run(req: IncomingMessage, res: ServerResponse, plan: SpawnPlan, request: ExecuteRequest, streaming: boolean, encoding: 'utf8' | 'base64'): Promise<void> {
     const maxOutputBytes = request.maxOutputBytes;
     const encoders: Record<StreamName, FrameEncoder> | undefined = streaming
       ? { stdout: new FrameEncoder('stdout', encoding), stderr: new FrameEncoder('stderr', encoding) }
@@ -231,6 +247,14 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
 
   async function files(req: IncomingMessage, res: ServerResponse, pathname: string, query: URLSearchParams): Promise<void> {
     const path = filePath(pathname);
+    try {
+      await fileOperation(req, res, path, query);
+    } catch (err) {
+      throw fileSystemError(err, path);
+    }
+  }
+
+  async function fileOperation(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams): Promise<void> {
     switch (req.method) {
       case 'GET': {
         if (query.has('list')) {

@@ -99,6 +99,57 @@ export function classifyAddress(address: string): Classified {
   return { address, family: 4, class: 'invalid', public: false };
 }
 
+/**
+ * Endpoints that hand out credentials or instance identity to whoever asks from the node or the
+ * pod. They stay refused whatever a rule says (`allowPrivate` included): no egress rule has a
+ * reason to reach them, and the sidecar's Pod Identity token must only ever be used by the AWS SDK
+ * inside the proxy.
+ */
+const METADATA_V4: ReadonlyMap<string, string> = new Map([
+  ['169.254.169.254', 'the cloud instance metadata service (IMDS)'],
+  ['169.254.170.2', 'the ECS task metadata and credentials endpoint'],
+  ['169.254.170.23', 'the EKS Pod Identity agent'],
+]);
+
+/** `fd00:ec2::/32`: EC2's IPv6 IMDS (fd00:ec2::254), DNS, NTP and the Pod Identity agent (fd00:ec2::23). */
+const METADATA_V6_NAME = 'the EC2 IPv6 metadata and Pod Identity range';
+
+function v4FromGroups(hi: number, lo: number): string {
+  return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
+}
+
+/**
+ * The IPv4 address an IPv6 address carries or translates to, in every standard embedding:
+ * IPv4-mapped (::ffff:0:0/96), IPv4-translated (::ffff:0:0:0/96), IPv4-compatible (::/96),
+ * NAT64 (64:ff9b::/96 and the local-use 64:ff9b:1::/48 layout of RFC 6052 §2.2), 6to4
+ * (2002::/16) and Teredo (2001::/32, the client address inverted).
+ */
+export function embeddedIPv4(address: string): string | undefined {
+  if (isIP(address) !== 6) return undefined;
+  const g = ipv6Groups(address);
+  if (g.length !== 8) return undefined;
+  const zeros = (from: number, to: number) => g.slice(from, to).every((x) => x === 0);
+  if (zeros(0, 5) && g[5] === 0xffff) return v4FromGroups(g[6]!, g[7]!);
+  if (zeros(0, 4) && g[4] === 0xffff && g[5] === 0) return v4FromGroups(g[6]!, g[7]!);
+  if (zeros(0, 6)) return v4FromGroups(g[6]!, g[7]!);
+  if (g[0] === 0x64 && g[1] === 0xff9b && zeros(2, 6)) return v4FromGroups(g[6]!, g[7]!);
+  if (g[0] === 0x64 && g[1] === 0xff9b && g[2] === 1) return v4FromGroups(g[3]!, ((g[4]! & 0xff) << 8) | (g[5]! >> 8));
+  if (g[0] === 0x2002) return v4FromGroups(g[1]!, g[2]!);
+  if (g[0] === 0x2001 && g[1] === 0) return v4FromGroups(~g[6]! & 0xffff, ~g[7]! & 0xffff);
+  return undefined;
+}
+
+/** What credential endpoint `address` reaches (in any IPv4 or IPv6 form), or undefined. */
+export function metadataEndpoint(address: string): string | undefined {
+  const family = isIP(address);
+  if (family === 4) return METADATA_V4.get(address);
+  if (family !== 6) return undefined;
+  const g = ipv6Groups(address);
+  if (g[0] === 0xfd00 && g[1] === 0xec2) return METADATA_V6_NAME;
+  const v4 = embeddedIPv4(address);
+  return v4 === undefined ? undefined : METADATA_V4.get(v4);
+}
+
 /** True when `address` is one that reaches this host (loopback, unspecified, or a local interface). */
 export function isLocalAddress(address: string, localAddresses: ReadonlySet<string>): boolean {
   const cls = classifyAddress(address).class;

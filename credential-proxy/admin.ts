@@ -52,7 +52,8 @@ function view(snapshot: RuleSetSnapshot) {
 /** Largest /rules body accepted (a rule set is a few KiB; 1 MiB leaves room for thousands of rules). */
 export const MAX_RULES_BODY_BYTES = 1024 * 1024;
 
-export type AdminHandler = (req: IncomingMessage, res: ServerResponse) => void;
+/** `expectsContinue`: the request came through 'checkContinue' (`Expect: 100-continue`). */
+export type AdminHandler = (req: IncomingMessage, res: ServerResponse, expectsContinue?: boolean) => void;
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
@@ -133,12 +134,19 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
     }, 'rules changed');
   };
 
-  const rules = async (req: IncomingMessage, res: ServerResponse, method: string, id: string | undefined): Promise<void> => {
-    // As express.json() on the /rules router: the body is parsed (or refused) before the route runs.
+  const rules = async (req: IncomingMessage, res: ServerResponse, method: string, id: string | undefined, expectsContinue: boolean): Promise<void> => {
+    // Route, method and credentials are decided from the headers alone: a caller without a valid
+    // token gets its 401 before one byte of a body (up to 1 MiB) is read or parsed, and a client
+    // that asked `Expect: 100-continue` is told so before it sends the body at all.
+    if (id !== undefined && method !== 'DELETE') throw new WorkspaceSandboxError('WS_ERR_NOT_FOUND', `no route ${method} ${req.url!.split('?')[0]}`);
+    if (id === undefined && !['GET', 'HEAD', 'PUT', 'POST'].includes(method)) {
+      res.setHeader('allow', 'GET, HEAD, PUT, POST'); // RFC 9110 §15.5.6: a 405 names what is allowed
+      throw new WorkspaceSandboxError('WS_ERR_METHOD_NOT_ALLOWED', 'use GET, PUT or POST on /rules, DELETE on /rules/<id>');
+    }
+    const who = authenticate(req, res, method !== 'GET' && method !== 'HEAD');
+    if (expectsContinue) res.writeContinue();
     const body = await readJson(req);
     if (id !== undefined) {
-      if (method !== 'DELETE') throw new WorkspaceSandboxError('WS_ERR_NOT_FOUND', `no route ${method} ${req.url!.split('?')[0]}`);
-      const who = authenticate(req, res, true);
       const ifMatch = parseIfMatch(header(req, 'if-match'));
       const { before, after } = await deps.store.write((current) => {
         if (!current.some((r) => r.id === id)) throw new WorkspaceSandboxError('WS_ERR_NOT_FOUND', `no rule ${id} in this pod's rule set`);
@@ -147,12 +155,8 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
       audit(who, 'delete', before, after);
       return sendRules(res, after);
     }
-    if (method === 'GET' || method === 'HEAD') {
-      authenticate(req, res, false);
-      return sendRules(res, deps.store.scoped());
-    }
+    if (method === 'GET' || method === 'HEAD') return sendRules(res, deps.store.scoped());
     if (method === 'PUT') {
-      const who = authenticate(req, res, true);
       const ifMatch = parseIfMatch(header(req, 'if-match'));
       const list = Array.isArray(body) ? body : (body as { rules?: unknown } | null | undefined)?.rules;
       if (!Array.isArray(list)) throw new WorkspaceSandboxError('WS_ERR_VALIDATION', 'body must be a list of rules or { "rules": [...] }');
@@ -161,32 +165,27 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
       audit(who, 'replace', before, after);
       return sendRules(res, after);
     }
-    if (method === 'POST') {
-      const who = authenticate(req, res, true);
-      const ifMatch = parseIfMatch(header(req, 'if-match'));
-      const parsed = ruleSchema.safeParse(body);
-      if (!parsed.success) {
-        // Validated as a one-rule set to list every problem; the body is one rule, so its fields are named without the `[0]`.
-        try {
-          validateRules([body], 'POST /rules');
-        } catch (err) {
-          if (err instanceof RuleSetError) throw new RuleSetError('POST /rules', err.problems.map((p) => ({ ...p, field: p.field.replace(/^\[0\]\.?/, '') || '(body)' })));
-          throw err;
-        }
+    const ifMatch = parseIfMatch(header(req, 'if-match'));
+    const parsed = ruleSchema.safeParse(body);
+    if (!parsed.success) {
+      // Validated as a one-rule set to list every problem; the body is one rule, so its fields are named without the `[0]`.
+      try {
+        validateRules([body], 'POST /rules');
+      } catch (err) {
+        if (err instanceof RuleSetError) throw new RuleSetError('POST /rules', err.problems.map((p) => ({ ...p, field: p.field.replace(/^\[0\]\.?/, '') || '(body)' })));
+        throw err;
       }
-      const rule = parsed.data!;
-      const { before, after } = await deps.store.write((current) => {
-        if (current.some((r) => r.id === rule.id)) throw new WorkspaceSandboxError('WS_ERR_CONFLICT', `rule ${rule.id} already exists; PUT /rules to replace the set`);
-        return validateRules([...current, rule], 'POST /rules', deps.reservedIds());
-      }, ifMatch);
-      audit(who, 'add', before, after);
-      return sendRules(res, after, 201);
     }
-    res.setHeader('allow', 'GET, HEAD, PUT, POST'); // RFC 9110 §15.5.6: a 405 names what is allowed
-    throw new WorkspaceSandboxError('WS_ERR_METHOD_NOT_ALLOWED', 'use GET, PUT or POST on /rules, DELETE on /rules/<id>');
+    const rule = parsed.data!;
+    const { before, after } = await deps.store.write((current) => {
+      if (current.some((r) => r.id === rule.id)) throw new WorkspaceSandboxError('WS_ERR_CONFLICT', `rule ${rule.id} already exists; PUT /rules to replace the set`);
+      return validateRules([...current, rule], 'POST /rules', deps.reservedIds());
+    }, ifMatch);
+    audit(who, 'add', before, after);
+    return sendRules(res, after, 201);
   };
 
-  const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+  const route = async (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> => {
     const method = req.method ?? 'GET';
     const rawPath = (req.url ?? '/').split('?')[0]!;
     const path = routePath(rawPath);
@@ -197,7 +196,7 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
       return sendJson(res, report.ready ? 200 : 503, { status: report.ready ? 'ready' : 'not ready', ...report.checks });
     }
     if (get && path === PROXY_ADMIN_PATHS.metrics) return metrics(req, res);
-    if (path === PROXY_ADMIN_PATHS.rules) return rules(req, res, method, undefined);
+    if (path === PROXY_ADMIN_PATHS.rules) return rules(req, res, method, undefined, expectsContinue);
     if (path.startsWith(rulesPrefix) && !path.slice(rulesPrefix.length).includes('/')) {
       const raw = (rawPath.endsWith('/') ? rawPath.slice(0, -1) : rawPath).slice(rulesPrefix.length);
       let id: string;
@@ -206,13 +205,13 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
       } catch {
         throw new WorkspaceSandboxError('WS_ERR_BAD_REQUEST', `Failed to decode param '${raw}'`);
       }
-      return rules(req, res, method, id);
+      return rules(req, res, method, id, expectsContinue);
     }
     throw new WorkspaceSandboxError('WS_ERR_NOT_FOUND', `no route ${method} ${rawPath}`);
   };
 
-  return (req, res) => {
-    route(req, res).catch((err: unknown) => {
+  return (req, res, expectsContinue = false) => {
+    route(req, res, expectsContinue).catch((err: unknown) => {
       const e = toWorkspaceSandboxError(err);
       if (e.status >= 500) deps.logger.error({ err, method: req.method, path: (req.url ?? '').split('?')[0], code: e.code }, 'request failed');
       if (res.headersSent) {
@@ -220,6 +219,16 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
         return;
       }
       if (req.complete) return sendJson(res, e.status, errorBody(e));
+      if (req.readableFlowing === null) {
+        // Refused from the headers alone (401, 403, 404, 405): the answer goes out now and the
+        // body is never read. What the client still sends is dropped while the answer leaves, for
+        // a short grace at most, so a client that is mid-upload still sees the answer.
+        sendJson(res, e.status, errorBody(e), { connection: 'close' });
+        const timer = setTimeout(() => req.socket.destroy(), UNREAD_BODY_GRACE_MS);
+        timer.unref();
+        req.socket.once('close', () => clearTimeout(timer));
+        return;
+      }
       // A refused body may still be arriving. Answering and closing at once would make a client
       // that is still sending see a connection reset instead of the answer: read and discard up
       // to a bound first, then answer and close.
@@ -236,6 +245,8 @@ function header(req: IncomingMessage, name: string): string | undefined {
 }
 
 const DISCARD_LIMIT_BYTES = 16 * 1024 * 1024;
+/** How long a connection whose body was refused unread may stay open while its answer leaves. */
+const UNREAD_BODY_GRACE_MS = 1000;
 const DISCARD_LIMIT_MS = 5000;
 
 /** Reads and drops the rest of a request body; gives up (destroying the socket) past the bounds. */

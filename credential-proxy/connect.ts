@@ -33,7 +33,8 @@ export function upstreamFailure(err: NodeJS.ErrnoException | Error): string {
 
 const ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection Established\r\n\r\n');
 
-export function handleConnect(ctx: ProxyContext, req: IncomingMessage, client: Duplex, head: Buffer): void {
+/** Resolves once the tunnel is handed over or refused; rejects only on a bug (the caller's guard answers). */
+export async function handleConnect(ctx: ProxyContext, req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
   const started = performance.now();
   const socket = client as Socket;
   // Errors after a refusal or during a tunnel end in 'close'; never let one crash the process.
@@ -56,7 +57,8 @@ export function handleConnect(ctx: ProxyContext, req: IncomingMessage, client: D
   }
   const d = decide({ kind: 'connect', host: authority.host, port: authority.port }, ctx.rules());
   if (d.action === 'deny') {
-    return deny({ status: 403, code: 'WS_ERR_FORBIDDEN', reason: d.reason, host: d.host, port: d.port, rule: d.ruleId });
+    const [status, code] = d.malformed ? [400, 'WS_ERR_BAD_REQUEST'] as const : [403, 'WS_ERR_FORBIDDEN'] as const;
+    return deny({ status, code, reason: d.reason, host: d.host, port: d.port, rule: d.ruleId });
   }
   const rule = d.rule!;
   if (d.action === 'intercept' && !ctx.interceptor) {
@@ -75,7 +77,7 @@ export function handleConnect(ctx: ProxyContext, req: IncomingMessage, client: D
   };
   socket.once('close', release);
 
-  resolveChecked(d.host, { resolver: ctx.resolver, allowPrivate: rule.allowPrivate === true, own: ctx.own, port: d.port }).then((resolved) => {
+  return resolveChecked(d.host, { resolver: ctx.resolver, allowPrivate: rule.allowPrivate === true, own: ctx.own, port: d.port }).then((resolved) => {
     if (socket.destroyed) return release();
     if (d.action === 'intercept') {
       ctx.metrics.requests.inc({ decision: 'intercept', rule: rule.id });

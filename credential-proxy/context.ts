@@ -1,5 +1,6 @@
 // What the request handlers share: built once by createProxy, passed explicitly (no globals).
 import type { Logger } from 'pino';
+import type { Guard } from '../lib/guard.ts';
 import type { AuditLog } from './audit.ts';
 import type { ProxyConfig } from './config.ts';
 import type { Interceptor } from './interception.ts';
@@ -21,4 +22,6 @@ export interface ProxyContext {
   readonly bound: { adminPort: number };
   /** Open tunnels (plain and intercepted), against MAX_TUNNELS. */
   readonly tunnels: { active: number };
+  /** Reports unexpected errors in continuations (after the listener's own guarded call returned). */
+  readonly guard: Guard;
 }

@@ -30,6 +30,11 @@ export interface Decision {
   port: number;
   /** The matched rule, for tunnel/intercept. */
   rule?: Rule;
+  /**
+   * Set on a deny when the target is not a host at all (empty, too long, a zone id, characters a
+   * name cannot hold): the client sent a malformed request (400), not one the policy refuses (403).
+   */
+  malformed?: true;
 }
 
 /** Higher is more specific: an exact name beats any wildcard, a longer wildcard suffix beats a shorter one. */
@@ -41,6 +46,9 @@ function specificity(patterns: readonly HostPattern[], host: string): number {
   }
   return best;
 }
+
+/** A malformed host is echoed in refusals and logs only this far (it may be kilobytes long). */
+const MAX_ECHOED_HOST = 300;
 
 export function allowedPorts(rule: Rule, kind: Target['kind']): readonly number[] {
   return rule.ports ?? [kind === 'connect' ? DEFAULT_CONNECT_PORT : DEFAULT_HTTP_PORT];
@@ -86,10 +94,20 @@ export function methodAllowed(methods: readonly string[] | undefined, method: st
   return !methods || methods.includes(method.toUpperCase());
 }
 
+/**
+ * TRACE (RFC 9110 §9.3.8) and IIS's TRACK echo the request back, headers included: through an
+ * intercepted tunnel that would show the workspace the credential the proxy injected. Never
+ * forwarded, whatever a rule lists. Returns the reason, or undefined for any other method.
+ */
+export function reflectingMethod(method: string): string | undefined {
+  const m = method.toUpperCase();
+  return m === 'TRACE' || m === 'TRACK' ? `method ${m} is never forwarded: it echoes the request, credentials included` : undefined;
+}
+
 export function decide(target: Target, rules: readonly CompiledRule[]): Decision {
   const port = target.port ?? (target.kind === 'connect' ? DEFAULT_CONNECT_PORT : DEFAULT_HTTP_PORT);
   const n = normaliseHost(target.host);
-  if (n.kind === 'invalid') return { action: 'deny', reason: `invalid host: ${n.reason}`, host: target.host, port };
+  if (n.kind === 'invalid') return { action: 'deny', reason: `invalid host: ${n.reason}`, host: target.host.slice(0, MAX_ECHOED_HOST), port, malformed: true };
   if (n.kind === 'ip') {
     return { action: 'deny', reason: 'IP addresses are never allowed: connect by host name', host: n.host, port };
   }
@@ -127,6 +145,11 @@ export function decide(target: Target, rules: readonly CompiledRule[]): Decision
         continue;
       }
       const method = (target.method ?? 'GET').toUpperCase();
+      const reflecting = reflectingMethod(method);
+      if (reflecting) {
+        miss(reflecting);
+        continue;
+      }
       if (!methodAllowed(rule.methods, method)) {
         miss(`method ${method} is not allowed for ${host}`);
         continue;

@@ -50,7 +50,8 @@ interface Pending {
 }
 
 export interface Forwarder {
-  handle(req: IncomingMessage, res: ServerResponse): void;
+  /** Resolves once the request is handed to the upstream or refused; rejects only on a bug. */
+  handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
   close(): void;
 }
 
@@ -81,7 +82,7 @@ export function createForwarder(ctx: ProxyContext): Forwarder {
     return p;
   });
 
-  const handle = (req: IncomingMessage, res: ServerResponse) => {
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = performance.now();
     const method = req.method ?? 'GET';
     const rawTarget = req.url ?? '';
@@ -131,12 +132,13 @@ export function createForwarder(ctx: ProxyContext): Forwarder {
 
     const d = decide({ kind: 'http', host: url.hostname, port, method, path: url.pathname }, ctx.rules());
     if (d.action !== 'tunnel') {
+      if (d.malformed) return bad(d.reason, d.host, d.port);
       return refuse({ status: 403, code: 'WS_ERR_FORBIDDEN', reason: d.reason, host: d.host, port: d.port, rule: d.ruleId });
     }
     const rule = d.rule!;
     pending.set(req, { bytesDown: 0 });
 
-    Promise.all([
+    return Promise.all([
       resolveChecked(d.host, { resolver: ctx.resolver, allowPrivate: rule.allowPrivate === true, own: ctx.own, port: d.port }),
       getProxy(),
     ]).then(([resolved, proxy]) => {

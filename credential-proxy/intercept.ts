@@ -27,7 +27,8 @@ import type { CAKeyObjects } from './ca-key.ts';
 import { createPodCA, systemTrustBundle, writeCAFiles, type CAFiles } from './ca.ts';
 import type { CredentialSpec } from './credential-spec.ts';
 import { headerCredential, SecretReader } from './credentials.ts';
-import { methodAllowed, pathAllowed } from './decide.ts';
+import { methodAllowed, pathAllowed, reflectingMethod } from './decide.ts';
+import { createGuard } from '../lib/guard.ts';
 import type { InterceptTarget, Interceptor } from './interception.ts';
 import { LeafCache } from './leaf-cache.ts';
 import { normaliseHost } from './rules.ts';
@@ -97,6 +98,7 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
   const connectTimeoutMs = config.UPSTREAM_CONNECT_TIMEOUT_MS ?? 10_000;
   const reader = new SecretReader({ env: deps.env ?? {}, secrets: logger.secrets, ...(deps.credentialFileRecheckMs !== undefined ? { fileRecheckMs: deps.credentialFileRecheckMs } : {}) });
   const signer: SigV4Signer = createSigV4Signer({ ...(deps.awsCredentials ? { credentials: deps.awsCredentials } : {}), secrets: logger.secrets });
+  const guard = createGuard({ logger, registry: deps.registry });
   const requests = deps.registry
     ? new Counter({ name: 'proxy_intercepted_requests_total', help: 'Requests inside intercepted tunnels by rule and status', labelNames: ['rule', 'status'], registers: [deps.registry] })
     : undefined;
@@ -139,12 +141,14 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
     noDelay: true,
     requireHostHeader: true,
   });
-  http.on('request', (req: IncomingMessage, res: ServerResponse) => void handleRequest(req, res));
+  // Guarded like the proxy's own listeners: a bug answers this request 500, never ends the process.
+  const failRequest = (_err: unknown, req: IncomingMessage, res: ServerResponse) => sendError(req, res, new WorkspaceSandboxError('WS_ERR_INTERNAL', 'internal error in the proxy (logged as WS_ERR_INTERNAL)'));
+  http.on('request', guard.wrap('intercept.request', (req: IncomingMessage, res: ServerResponse) => handleRequest(req, res), failRequest));
   // `Expect: 100-continue` is answered here (after the checks), so a body over the cap is refused
   // before the client sends it.
-  http.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void handleRequest(req, res, true));
+  http.on('checkContinue', guard.wrap('intercept.request', (req: IncomingMessage, res: ServerResponse) => handleRequest(req, res, true), failRequest));
   // Malformed requests inside the tunnel: a clean 4xx and a closed connection, never a crash.
-  http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+  http.on('clientError', guard.wrap('intercept.client-error', (err: NodeJS.ErrnoException, socket: Duplex) => {
     logger.debug({ err: err.message, code: err.code, host: sessions.get(socket)?.target.host }, 'intercepted client error');
     if (!socket.writable || !err.code?.startsWith('HPE_')) {
       socket.destroy();
@@ -152,7 +156,7 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
     }
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
     socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-  });
+  }, (_err, _clientErr, socket) => socket.destroy()));
 
   const sessions = new WeakMap<Duplex, Session>();
 
@@ -163,7 +167,8 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
     }
     if (leaves) return startTls(clientSocket, head, target);
     // Before the CA exists (only in the first instants of a pod: readiness is false until then).
-    ready.then(() => startTls(clientSocket, head, target), () => {
+    const start = () => guard.run('intercept.connect', () => startTls(clientSocket, head, target), () => clientSocket.destroy());
+    ready.then(start, () => {
       clientSocket.end(`HTTP/1.1 503 Service Unavailable\r\n${HEADER_DENY_REASON}: proxy CA unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
     });
   }
@@ -182,7 +187,13 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
       // SNI, when the client sends it, must name the host it CONNECTed to: a client asking for
       // another name through this tunnel is confused or probing.
       SNICallback: (servername, cb) => {
-        const sni = normaliseName(servername);
+        let sni: string;
+        try {
+          sni = normaliseName(servername);
+        } catch (err) {
+          guard.report('intercept.sni', err);
+          return cb(err as Error);
+        }
         if (sni === target.host) return cb(null, leaf.context);
         logger.warn({ host: target.host, sni: servername, rule: target.rule.id }, 'intercept refused: TLS SNI does not match the CONNECT host');
         audit({ kind: 'intercepted', decision: 'deny', rule: target.rule.id, host: target.host, port: target.port, status: 421, reason: `TLS server name ${servername} is not the CONNECT host`, bytesUp: 0, bytesDown: 0, durationMs: 0 });
@@ -233,6 +244,8 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
       const rule = target.rule;
       const spec = rule.credentials;
       const headers = cleanRequestHeaders(req, spec);
+      /** Values this request carries that the workspace must never see reflected back. */
+      const injected: string[] = [];
       headers.host = hostHeader(target);
       const contentLength = req.headers['content-length'];
 
@@ -246,10 +259,13 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
         bytesUp = body.length;
         delete headers['content-length'];
         if (body.length > 0 || !BODYLESS.has(method)) headers['content-length'] = String(body.length);
-        Object.assign(headers, await signer.sign(spec, { method, host: headers.host, url, headers: flatten(headers), body }));
+        const signed = await signer.sign(spec, { method, host: headers.host, url, headers: flatten(headers), body });
+        Object.assign(headers, signed);
+        injected.push(...[signed.authorization, signed['x-amz-security-token']].filter((v): v is string => typeof v === 'string'));
       } else {
         const cred = headerCredential(spec, reader);
         headers[cred.name] = cred.value;
+        injected.push(cred.value);
         if (expectsContinue) res.writeContinue();
         if (contentLength === undefined) {
           if (req.headers['transfer-encoding'] !== undefined) headers['transfer-encoding'] = 'chunked';
@@ -257,7 +273,8 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
         }
       }
       if (res.destroyed) return;
-      await forward(req, res, target, method, url, headers, body, (n) => { bytesUp += n; }, (n) => { bytesDown += n; }, (e) => { error = e; });
+      const reflects = (value: string) => injected.some((v) => value.includes(v)) || logger.secrets.scrub(value) !== value;
+      await forward(req, res, target, method, url, headers, body, reflects, (n) => { bytesUp += n; }, (n) => { bytesDown += n; }, (e) => { error = e; });
     } catch (err) {
       // A client that went away mid-upload: nothing to answer, nothing to report.
       if (res.destroyed) return;
@@ -270,7 +287,7 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
 
   function forward(
     req: IncomingMessage, res: ServerResponse, target: InterceptTarget, method: string, url: string,
-    headers: OutgoingHttpHeaders, body: Buffer | undefined,
+    headers: OutgoingHttpHeaders, body: Buffer | undefined, reflects: (value: string) => boolean,
     countUp: (n: number) => void, countDown: (n: number) => void, setError: (e: string) => void,
   ): Promise<void> {
     // A pooled upstream connection the server closed as idle fails the next request before the
@@ -329,7 +346,9 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
             upstream.destroy();
             return;
           }
-          res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, cleanResponseHeaders(upRes));
+          const { headers: out, dropped } = cleanResponseHeaders(upRes, reflects);
+          if (dropped.length > 0) logger.warn({ host: target.host, rule: target.rule.id, headers: dropped }, 'dropped response headers that reflected an injected credential');
+          res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, out);
           // A stream (no length: event streams, SSE) gets its headers now, as its first event may be
           // seconds away; a sized body carries them in its first write (one TLS record, not two).
           if (upRes.headers['content-length'] === undefined) res.flushHeaders();
@@ -395,6 +414,8 @@ function checkRequest(target: InterceptTarget, req: IncomingMessage, url: string
     }
   }
   const rule = target.rule;
+  const reflecting = reflectingMethod(method);
+  if (reflecting) throw refuse('WS_ERR_METHOD_NOT_ALLOWED', reflecting);
   if (!methodAllowed(rule.methods, method)) throw refuse('WS_ERR_FORBIDDEN', `method ${method} is not allowed by rule ${rule.id}`);
   const q = url.search(/[?#]/);
   const path = q < 0 ? url : url.slice(0, q);
@@ -422,18 +443,29 @@ function cleanRequestHeaders(req: IncomingMessage, spec: CredentialSpec): Outgoi
   return out;
 }
 
-function cleanResponseHeaders(res: IncomingMessage): OutgoingHttpHeaders {
+/**
+ * The upstream's headers minus hop-by-hop ones and any whose value holds a credential this proxy
+ * injected (`reflects`): an upstream that echoes request headers (a debug endpoint, a TRACE-like
+ * handler) must not hand the secret to the workspace. Bodies stream unbuffered and are not
+ * rewritten; see docs/security.md.
+ */
+function cleanResponseHeaders(res: IncomingMessage, reflects: (value: string) => boolean): { headers: OutgoingHttpHeaders; dropped: string[] } {
   const drop = connectionListed(res.headers);
   const out: Record<string, string | string[]> = {};
+  const dropped: string[] = [];
   const raw = res.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toLowerCase();
     if (HOP_BY_HOP.has(name) || drop.has(name) || name.startsWith('proxy-')) continue;
     const value = raw[i + 1]!;
+    if (reflects(value)) {
+      dropped.push(name);
+      continue;
+    }
     const prev = out[name];
     out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
   }
-  return out;
+  return { headers: out, dropped };
 }
 
 function connectionListed(headers: IncomingHttpHeaders): Set<string> {

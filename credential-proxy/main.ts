@@ -1,7 +1,6 @@
-// `workspace-sandbox proxy`: check the arguments, start the CA key, then load and run the program.
+// `workspace-sandbox proxy`: start the CA key, then load and run the program.
 // Only node:crypto is imported up front, so the key is generating on the thread pool while the
 // module graph loads (see ca-key.ts).
-import { PRODUCT } from '../lib/constants.ts';
 import { startCAKey } from './ca-key.ts';
 
 export async function main(argv: string[]): Promise<number | void> {
@@ -9,11 +8,6 @@ export async function main(argv: string[]): Promise<number | void> {
     const { usage } = await import('./usage.ts');
     process.stdout.write(`${usage()}\n`);
     return 0;
-  }
-  if (argv.length > 0) {
-    const { usage } = await import('./usage.ts');
-    process.stderr.write(`${PRODUCT} proxy: unexpected arguments: ${argv.join(' ')}\n\n${usage()}\n`);
-    return 2;
   }
   const caKey = startCAKey();
   // An invalid config ends the program before the key is used: don't report that as unhandled.

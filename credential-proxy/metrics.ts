@@ -8,6 +8,7 @@ export interface ProxyMetrics {
   upstreamConnectSeconds: Histogram;
   rulesVersion: Gauge;
   rulesStoreUp: Gauge;
+  rulesStoreUnreachable: Counter<'phase'>;
 }
 
 export function createProxyMetrics(registry: Registry): ProxyMetrics {
@@ -22,5 +23,9 @@ export function createProxyMetrics(registry: Registry): ProxyMetrics {
     }),
     rulesVersion: new Gauge({ name: 'rules_version', help: 'Version of the /rules rule set in force', registers }),
     rulesStoreUp: new Gauge({ name: 'rules_store_up', help: '1 when the rules store is reachable (always 1 for the memory store)', registers }),
+    rulesStoreUnreachable: new Counter({
+      name: 'rules_store_unreachable_total', labelNames: ['phase'], registers,
+      help: 'Times the rules store was found unreachable: phase="start" when the proxy started without it, "runtime" when it went away later',
+    }),
   };
 }

@@ -5,7 +5,7 @@
 import { lookup } from 'node:dns/promises';
 import { networkInterfaces } from 'node:os';
 import { WorkspaceSandboxError } from '../lib/errors.ts';
-import { classifyAddress, isLocalAddress, type AddressClass } from './address.ts';
+import { classifyAddress, isLocalAddress, metadataEndpoint, type AddressClass } from './address.ts';
 
 export interface ResolvedAddress {
   address: string;
@@ -67,7 +67,7 @@ export interface ResolveOptions {
   port: number;
 }
 
-export type ResolveFailure = 'denied-address' | 'own-listener' | 'no-address' | 'dns';
+export type ResolveFailure = 'denied-address' | 'metadata' | 'own-listener' | 'no-address' | 'dns';
 
 /** A resolution that must not be dialled. `status` 403 for policy, 502 for DNS failures. */
 export class ResolveError extends WorkspaceSandboxError {
@@ -103,6 +103,9 @@ export async function resolveChecked(host: string, options: ResolveOptions): Pro
   if (answers.length === 0) throw new ResolveError('no-address', `cannot resolve ${host}: no addresses`);
   for (const a of answers) {
     const c = classifyAddress(a.address);
+    // Credential endpoints stay closed whatever the rule says, allowPrivate included.
+    const metadata = metadataEndpoint(a.address);
+    if (metadata) throw new ResolveError('metadata', `${host} resolves to ${metadata}, which the proxy never connects to`, c.class);
     // Even with allowPrivate a rule never reaches the proxy itself (mitmproxy CVE-2025-23217:
     // a workspace tunnelling to the admin port would rewrite its own egress rules).
     if (reachesOwnListener(a.address, options.port, options.own)) {

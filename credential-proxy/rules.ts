@@ -30,12 +30,19 @@ const MAX_HOST_LENGTH = 253;
  */
 export function normaliseHost(raw: string): NormalisedHost {
   if (raw.length === 0) return { kind: 'invalid', reason: 'empty host' };
+  // RFC 6874 zone ids (`[fe80::1%25eth0]`, `[::1%lo]`) name an interface of the sender's host:
+  // meaningless for an upstream, and the WHATWG URL parser (our canonicaliser) rejects them.
+  if (raw.includes('%') && (raw.startsWith('[') || raw.includes(':'))) return { kind: 'invalid', reason: 'IPv6 zone identifiers (%) are not allowed in a host' };
   if (raw.startsWith('[') && raw.endsWith(']')) {
     const inner = raw.slice(1, -1);
-    if (isIP(inner) === 6) return { kind: 'ip', host: canonicalIPv6(inner), family: 6 };
+    const host = isIP(inner) === 6 ? canonicalIPv6(inner) : undefined;
+    if (host !== undefined) return { kind: 'ip', host, family: 6 };
     return { kind: 'invalid', reason: 'malformed IPv6 literal' };
   }
-  if (isIP(raw) === 6) return { kind: 'ip', host: canonicalIPv6(raw), family: 6 };
+  if (isIP(raw) === 6) {
+    const host = canonicalIPv6(raw);
+    return host === undefined ? { kind: 'invalid', reason: 'malformed IPv6 literal' } : { kind: 'ip', host, family: 6 };
+  }
   if (!HOST_CHARS.test(raw)) return { kind: 'invalid', reason: 'host contains characters a DNS name cannot hold' };
   const trimmed = raw.endsWith('.') ? raw.slice(0, -1) : raw;
   if (trimmed.length === 0 || trimmed.endsWith('.') || trimmed.startsWith('.') || trimmed.includes('..')) {
@@ -49,9 +56,12 @@ export function normaliseHost(raw: string): NormalisedHost {
   return { kind: 'name', host: ascii.toLowerCase() };
 }
 
-/** `::FFFF:7F00:1` → `::ffff:7f00:1`: one spelling per address, through the URL serialiser. */
-function canonicalIPv6(address: string): string {
-  return new URL(`http://[${address}]/`).hostname.slice(1, -1);
+/**
+ * `::FFFF:7F00:1` → `::ffff:7f00:1`: one spelling per address, through the URL serialiser.
+ * Undefined for anything node:net accepts but the URL parser does not: no input may throw here.
+ */
+function canonicalIPv6(address: string): string | undefined {
+  return URL.parse(`http://[${address}]/`)?.hostname.slice(1, -1);
 }
 
 /** A parsed host pattern: an exact name, or `*.suffix` matching every name below suffix (not suffix itself). */

@@ -1,4 +1,5 @@
 // The proxy program once its arguments are checked: config, wiring, listeners, signals.
+import { installProcessSafetyNet } from '../lib/guard.ts';
 import { createLogger } from '../lib/log.ts';
 import { createMetricsRegistry } from '../lib/metrics.ts';
 import { createShutdown, exitOnSignals } from '../lib/server.ts';
@@ -14,6 +15,9 @@ export async function runProxy(caKey: Promise<CAKeyObjects>): Promise<void> {
   const config = loadProxyConfig();
   const logger = createLogger({ name: 'credential-proxy', level: config.LOG_LEVEL });
   const registry = createMetricsRegistry({ program: 'credential-proxy' });
+  // Restarting the sidecar drops every tunnel, every /rules change and the CA: an error that
+  // escaped every handler guard is logged and counted (uncaught_errors_total), not a restart.
+  installProcessSafetyNet({ logger, registry });
   const store = createRulesStore(config, logger);
 
   // ── Interception (credential injection): created here and handed to the proxy. ──

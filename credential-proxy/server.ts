@@ -1,11 +1,13 @@
 // createProxy(config, deps): the two listeners and everything they share. Tests call it with
 // port 0 and injected dependencies (resolver, log destination, store, interceptor); main.ts calls
 // it with the real ones.
-import type { IncomingMessage, Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { http } from './builtins.ts';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import { createGuard, type Guard } from '../lib/guard.ts';
 import { listen, type BoundAddress } from '../lib/server.ts';
 import { createAdminApp, type ReadinessReport } from './admin.ts';
 import { createAuditLog } from './audit.ts';
@@ -17,7 +19,7 @@ import { createForwarder } from './forward.ts';
 import type { Interceptor } from './interception.ts';
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
 import { localInterfaceAddresses, systemResolver, type OwnListeners, type Resolver } from './resolve.ts';
-import { refuseSocket } from './respond.ts';
+import { refuseResponse, refuseSocket, type Refusal } from './respond.ts';
 import { compileRule, type CompiledRule, type Rule } from './rules.ts';
 import { MemoryRulesStore, type RulesStore } from './rules-store.ts';
 
@@ -43,6 +45,9 @@ export interface ProxyDeps {
   localAddresses?: ReadonlySet<string>;
 }
 
+/** What a request gets when its handler failed in a way nobody expected (a bug: logged and counted). */
+const INTERNAL: Refusal = { status: 500, code: 'WS_ERR_INTERNAL', reason: 'internal error in the proxy (logged as WS_ERR_INTERNAL)' };
+
 export interface ProxyInstance {
   readonly proxyServer: Server;
   readonly adminServer: Server;
@@ -60,6 +65,7 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
   const logger = deps.logger;
   const store = deps.store ?? new MemoryRulesStore(config.rulesScope);
   const metrics = createProxyMetrics(deps.registry);
+  const guard: Guard = createGuard({ logger, registry: deps.registry });
   const tokens = config.RULES_TOKEN_FILE ? new TokenFile(config.RULES_TOKEN_FILE) : undefined;
   for (const s of tokens?.secrets ?? []) deps.logger.secrets?.add(s);
 
@@ -81,8 +87,14 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
   };
   recompile();
   store.on('change', recompile);
-  const onStatus = () => metrics.rulesStoreUp.set(store.status().up ? 1 : 0);
-  onStatus();
+  let storeWasUp = store.status().up;
+  const onStatus = () => {
+    const up = store.status().up;
+    metrics.rulesStoreUp.set(up ? 1 : 0);
+    if (storeWasUp && !up) metrics.rulesStoreUnreachable.inc({ phase: 'runtime' });
+    storeWasUp = up;
+  };
+  metrics.rulesStoreUp.set(storeWasUp ? 1 : 0);
   store.on('status', onStatus);
 
   const own: OwnListeners = {
@@ -101,6 +113,7 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
     rules: () => compiled,
     tunnels: { active: 0 },
     bound: { adminPort: config.ADMIN_PORT },
+    guard,
   };
   metrics.activeTunnels.set(0);
 
@@ -116,19 +129,24 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
     requireHostHeader: true,
   });
   proxyServer.setTimeout(config.IDLE_TIMEOUT_MS, (socket) => socket.destroy());
-  proxyServer.on('request', forwarder.handle);
+  // Every listener runs under the guard: whatever a client sends, an unexpected error is logged
+  // and counted, that one client gets a 500 (or its socket closed), and the proxy keeps serving.
+  const failRequest = (_err: unknown, req: IncomingMessage, res: ServerResponse) => refuseResponse(req, res, INTERNAL);
+  // A socket that already carries tunnel bytes (or a response) can only be closed.
+  const failSocket = (_err: unknown, _req: unknown, socket: Duplex) => ((socket as Socket).bytesWritten > 0 ? socket.destroy() : refuseSocket(socket, INTERNAL));
+  proxyServer.on('request', guard.wrap('proxy.request', forwarder.handle, failRequest));
   // CONNECT sockets leave the http server's bookkeeping: track them so close() can end them.
   const connectSockets = new Set<Duplex>();
-  proxyServer.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  proxyServer.on('connect', guard.wrap('proxy.connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     connectSockets.add(socket);
     socket.once('close', () => connectSockets.delete(socket));
-    handleConnect(ctx, req, socket, head);
-  });
-  proxyServer.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+    return handleConnect(ctx, req, socket, head);
+  }, failSocket));
+  proxyServer.on('upgrade', guard.wrap('proxy.upgrade', (req: IncomingMessage, socket: Duplex) => {
     socket.on('error', () => socket.destroy());
     refuseSocket(socket, { status: 400, code: 'WS_ERR_BAD_REQUEST', reason: 'protocol upgrades are not forwarded over plain HTTP: use CONNECT (HTTPS_PROXY) for wss://' }, req.headers.accept);
-  });
-  proxyServer.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+  }, failSocket));
+  proxyServer.on('clientError', guard.wrap('proxy.client-error', (err: NodeJS.ErrnoException, socket: Duplex) => {
     socket.on('error', () => socket.destroy());
     if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
     const [status, code, reason] = err.code === 'HPE_HEADER_OVERFLOW'
@@ -139,7 +157,7 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
     metrics.requests.inc({ decision: 'deny', rule: '' });
     logger.info({ status, code: err.code }, 'refused a malformed request');
     refuseSocket(socket, { status, code, reason });
-  });
+  }, (_err, _clientErr, socket) => socket.destroy()));
 
   let started: Promise<void> | undefined;
   const readiness = async (): Promise<ReadinessReport> => {
@@ -179,7 +197,16 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
     staticRules: () => config.staticRules,
     readiness,
   });
-  const adminServer = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: config.HEADER_TIMEOUT_MS }, adminApp);
+  const adminServer = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: config.HEADER_TIMEOUT_MS });
+  const failAdmin = (_err: unknown, _req: IncomingMessage, res: ServerResponse) => {
+    if (res.headersSent) return void res.destroy();
+    res.writeHead(500, { 'content-type': 'application/json; charset=utf-8', connection: 'close' });
+    res.end(JSON.stringify({ error: { code: INTERNAL.code, message: INTERNAL.reason } }));
+  };
+  adminServer.on('request', guard.wrap('admin.request', (req: IncomingMessage, res: ServerResponse) => adminApp(req, res), failAdmin));
+  // `Expect: 100-continue` is answered by the route, after the token check: a caller without one
+  // gets its 401 before it sends the body.
+  adminServer.on('checkContinue', guard.wrap('admin.request', (req: IncomingMessage, res: ServerResponse) => adminApp(req, res, true), failAdmin));
 
   return {
     proxyServer,
@@ -191,6 +218,12 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
     async listen() {
       started ??= store.start();
       await started;
+      // A store that never came up is an outage too, not only one that went away later.
+      const status = store.status();
+      if (!status.up) {
+        metrics.rulesStoreUnreachable.inc({ phase: 'start' });
+        logger.error({ store: status.kind, lastError: status.lastError }, 'rules store unreachable at start-up; serving the environment and file rules, retrying in the background');
+      }
       // A Unix socket in the Docker mode (the workspace has no network; see agent/relay.ts).
       const proxy = await listen(proxyServer, config.PROXY_SOCKET
         ? { path: config.PROXY_SOCKET, mode: PROXY_SOCKET_MODE }

@@ -5,15 +5,25 @@ import { VERSION } from './version.ts';
 
 export interface Command {
   summary: string;
+  /** Servers are configured by environment variables only: any argument but --help is refused here, the same way for all. */
+  server: boolean;
   load: () => Promise<{ main: (argv: string[]) => Promise<number | void> }>;
 }
 
 export const COMMANDS: Record<string, Command> = {
-  webhook: { summary: 'the mutating admission webhook (HTTPS /mutate, metrics on 9090)', load: () => import('../webhook/main.ts') },
-  inject: { summary: 'inject Pods and Pod templates offline, like the webhook (-f pod.yaml)', load: () => import('../webhook/inject-cli.ts') },
-  proxy: { summary: 'the credential proxy sidecar (egress allowlist, SSRF guard, /rules API)', load: () => import('../credential-proxy/main.ts') },
-  agent: { summary: 'the workspace agent (/health, /execute, /files over TCP or a Unix socket)', load: () => import('../agent/main.ts') },
+  webhook: { summary: 'the mutating admission webhook (HTTPS /mutate, metrics on 9090)', server: true, load: () => import('../webhook/main.ts') },
+  inject: { summary: 'inject Pods and Pod templates offline, like the webhook (-f pod.yaml)', server: false, load: () => import('../webhook/inject-cli.ts') },
+  proxy: { summary: 'the credential proxy sidecar (egress allowlist, SSRF guard, /rules API)', server: true, load: () => import('../credential-proxy/main.ts') },
+  agent: { summary: 'the workspace agent (/health, /execute, /files over TCP or a Unix socket)', server: true, load: () => import('../agent/main.ts') },
 };
+
+/** The one shape of every error line: `workspace-sandbox <command>: <CODE>: <message>`. */
+export function formatCliError(command: string | undefined, err: unknown): string {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === 'string' && e.code.startsWith('WS_ERR_') ? e.code : 'WS_ERR_INTERNAL';
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  return `${PRODUCT}${command ? ` ${command}` : ''}: ${code}: ${message}`;
+}
 
 const MIN_NODE_MAJOR = 24;
 
@@ -51,7 +61,17 @@ export async function run(argv: string[]): Promise<number> {
   }
   const command = COMMANDS[name];
   if (!command) {
-    process.stderr.write(`${PRODUCT}: unknown command '${name}'\n\n${usage()}\n`);
+    process.stderr.write(`${formatCliError(undefined, { code: 'WS_ERR_USAGE', message: `unknown command '${name}'` })}\n\n${usage()}\n`);
+    return 2;
+  }
+  if (rest.includes('--version')) {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  const help = rest.includes('--help') || rest.includes('-h');
+  if (command.server && !help && rest.length > 0) {
+    const message = `unexpected argument '${rest[0]}': the ${name} is configured by environment variables (see '${PRODUCT} ${name} --help')`;
+    process.stderr.write(`${formatCliError(name, { code: 'WS_ERR_USAGE', message })}\n`);
     return 2;
   }
   const mod = await command.load();

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import jsonpatch from 'fast-json-patch';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
@@ -16,7 +17,11 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { CA_BUNDLE_FILE, CONTAINER_PROXY, CONTAINER_WORKSPACE, HEADER_DENY_REASON, PROXY_URL, SHARED_DIR } from '../lib/constants.ts';
 import { issueCertificate, loadCA } from '../lib/certs.ts';
 import { loadLocalConfig } from './config.ts';
-import { DEMO_HOSTS, type StackState } from './stack.ts';
+import { DEMO_HOSTS, runningStack, type StackState } from './stack.ts';
+
+/** The command the demo runs in the workspace: an HTTPS GET through the proxy, curl -v style (Node only). */
+const DEMO_CLIENT = fileURLToPath(new URL('./demo-client.ts', import.meta.url));
+const fetchCommand = (url: string): string[] => [process.execPath, DEMO_CLIENT, url];
 
 type Json = Record<string, unknown>;
 
@@ -29,11 +34,14 @@ function check(ok: unknown, what: string): asserts ok {
 const out = (line = '') => process.stdout.write(`${line}\n`);
 const indent = (text: string, by = '    ') => text.split('\n').map((l) => by + l).join('\n');
 
+const NO_STACK = (stateDir: string) => `no local stack is running (state dir ${stateDir}): start one with 'npm start' in another terminal, then run the demo again`;
+
 function loadState(stateDir: string): StackState {
+  if (runningStack(stateDir) === undefined) throw new StepFailed(NO_STACK(stateDir));
   try {
     return JSON.parse(readFileSync(join(stateDir, 'state.json'), 'utf8')) as StackState;
   } catch {
-    throw new StepFailed(`no running stack found in ${stateDir}: start it first with 'npm start'`);
+    throw new StepFailed(`the running stack has no state in ${stateDir} yet: wait until 'npm start' prints "ready"`);
   }
 }
 
@@ -158,25 +166,24 @@ async function stepCredential(state: StackState, env: Record<string, string>): P
   out('  workspace environment (from the injected Pod):');
   for (const name of ['HTTPS_PROXY', 'NO_PROXY', 'SSL_CERT_FILE', 'CURL_CA_BUNDLE']) if (env[name]) out(`    ${name}=${env[name]}`);
   const url = `https://${DEMO_HOSTS.credentialed}:${state.demoApiPort}/v1/whoami`;
-  const cmd = ['curl', '-sS', '--fail-with-body', url];
-  out(`  agent /execute (streaming): ${cmd.join(' ')}`);
+  const cmd = fetchCommand(url);
+  out(`  agent /execute (streaming): an HTTPS GET of ${url} through $HTTPS_PROXY`);
   const r = await execStreaming(state, cmd, env);
   out(indent(`${r.stdout.trim()}${r.stderr ? `\n${r.stderr.trim()}` : ''}`));
-  check(r.exitCode === 0, `curl exited ${r.exitCode} (${r.reason})`);
+  check(r.exitCode === 0, `the command exited ${r.exitCode} (${r.reason}): ${r.stderr.trim().split('\n').slice(-2).join(' ')}`);
   const echoed = JSON.parse(r.stdout) as { authorization: string | null };
   check(echoed.authorization === `Bearer ${token}`, 'the API did not receive the credential the proxy holds');
   out('  ✓ the API received the proxy\'s credential; the command never had it');
   out();
 }
 
-async function curlOpenHost(state: StackState, env: Record<string, string>): Promise<ExecResult> {
-  const url = `https://${DEMO_HOSTS.open}:${state.demoApiPort}/hello`;
-  return execStreaming(state, ['curl', '-sS', '-v', '--fail-with-body', url], env);
+async function getOpenHost(state: StackState, env: Record<string, string>): Promise<ExecResult> {
+  return execStreaming(state, fetchCommand(`https://${DEMO_HOSTS.open}:${state.demoApiPort}/hello`), env);
 }
 
 async function stepDenied(state: StackState, env: Record<string, string>): Promise<void> {
-  out(`  Now a host no rule allows: curl https://${DEMO_HOSTS.open}:${state.demoApiPort}/hello`);
-  const r = await curlOpenHost(state, env);
+  out(`  Now a host no rule allows: GET https://${DEMO_HOSTS.open}:${state.demoApiPort}/hello`);
+  const r = await getOpenHost(state, env);
   const shown = r.stderr.split('\n').filter((l) => /< HTTP\/|deny-reason|CONNECT tunnel failed/i.test(l));
   out(indent(shown.join('\n')));
   check(r.exitCode !== 0, 'the denied host was reachable');
@@ -197,9 +204,9 @@ async function stepRules(state: StackState, env: Record<string, string>): Promis
   out(`  POST ${state.urls.proxyAdmin}/rules ${JSON.stringify(rule)} → ${added.status}`);
   check(added.ok, `adding the rule failed: ${added.status} ${addedBody}`);
   try {
-    const r = await curlOpenHost(state, env);
+    const r = await getOpenHost(state, env);
     out(indent(r.stdout.trim()));
-    check(r.exitCode === 0, `curl exited ${r.exitCode}: ${r.stderr.split('\n').slice(-3).join(' ')}`);
+    check(r.exitCode === 0, `the command exited ${r.exitCode}: ${r.stderr.split('\n').slice(-3).join(' ')}`);
     const echoed = JSON.parse(r.stdout) as { authorization: string | null };
     check(echoed.authorization === null, 'a tunnel-only rule must not add a credential');
     out('  ✓ now allowed (a plain tunnel: no interception, no credential added)');
@@ -213,7 +220,15 @@ export async function main(): Promise<number> {
   const config = loadLocalConfig();
   const state = loadState(config.stateDir);
   const ca = readFileSync(state.files.devCa, 'utf8');
-  const api = await startFakeApi(state);
+  let api: Server;
+  try {
+    api = await startFakeApi(state);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new StepFailed(code === 'EADDRINUSE'
+      ? `port ${state.demoApiPort} of the demo's fake API is in use by another program: start the stack with LOCAL_DEMO_API_PORT set to a free port`
+      : `cannot serve the demo's fake API: ${(err as Error).message}`);
+  }
   try {
     const injected = await stepInject(state, ca);
     const env = workspaceEnv(injected, state);
@@ -230,7 +245,9 @@ export async function main(): Promise<number> {
 
 if (import.meta.main) {
   main().then((code) => process.exit(code), (err: unknown) => {
-    process.stderr.write(`\ndemo FAILED: ${(err as Error).message}\n`);
+    const refused = (err as { cause?: { code?: string } }).cause?.code === 'ECONNREFUSED' || (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
+    const message = refused ? NO_STACK(loadLocalConfig().stateDir) : (err as Error).message;
+    process.stderr.write(`\ndemo FAILED: ${message}\n`);
     process.exit(1);
   });
 }

@@ -3,9 +3,11 @@
 // and serving pair for the webhook, a rules file and a /rules token for the proxy, a temporary
 // workspace root for the agent. No cluster, no Redis.
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
-import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { createCA, issueCertificate } from '../lib/certs.ts';
@@ -29,6 +31,108 @@ export interface StackState {
   files: { devCa: string; devCaKey: string; webhookCert: string; webhookKey: string; rulesToken: string; demoApiToken: string; caDir: string; rules: string };
   workspaceRoot: string;
   demoApiPort: number;
+}
+
+/** A problem the stack reports in one sentence and exits 1 for (no stack trace). */
+export class StackError extends Error {}
+
+/** The stack's lock, beside its state dir (which start-up wipes): holds the owner's PID. */
+export const lockPath = (stateDir: string): string => `${stateDir}.pid`;
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The PID of the stack that owns `stateDir`, if one is running. */
+export function runningStack(stateDir: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(lockPath(stateDir), 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+  return Number.isInteger(pid) && pid > 0 && pidAlive(pid) ? pid : undefined;
+}
+
+/**
+ * Takes the lock for `stateDir`, or says which stack holds it. A lock whose owner is gone (a
+ * SIGKILLed stack) is taken over. Returns the release function.
+ */
+export function acquireLock(stateDir: string): () => void {
+  const path = lockPath(stateDir);
+  mkdirSync(dirname(path), { recursive: true });
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(path, 'wx', 0o600);
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        try {
+          if (readFileSync(path, 'utf8').trim() === String(process.pid)) unlinkSync(path);
+        } catch {
+          // already gone
+        }
+      };
+      process.once('exit', release);
+      return release;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const owner = runningStack(stateDir);
+      if (owner !== undefined) {
+        throw new StackError(`a local stack is already running (pid ${owner}, state in ${stateDir}); stop it first (Ctrl-C in its terminal, or kill ${owner}), or give a second stack its own LOCAL_STATE_DIR and LOCAL_*_PORT values`);
+      }
+      rmSync(path, { force: true });
+    }
+  }
+  throw new StackError(`cannot take the lock ${path}`);
+}
+
+/** The port variables of the stack, in the order they are checked. */
+function portSettings(config: LocalConfig): [string, number][] {
+  const p = config.ports;
+  return [
+    ['LOCAL_WEBHOOK_PORT', p.webhook],
+    ['LOCAL_WEBHOOK_METRICS_PORT', p.webhookMetrics],
+    ['LOCAL_PROXY_PORT', p.proxy],
+    ['LOCAL_PROXY_ADMIN_PORT', p.proxyAdmin],
+    ['LOCAL_AGENT_PORT', p.agent],
+  ];
+}
+
+/** Resolves when 127.0.0.1:`port` can be bound; rejects with the bind error otherwise. */
+export async function portFree(port: number): Promise<void> {
+  const server = createServer();
+  server.listen(port, '127.0.0.1');
+  try {
+    await once(server, 'listening');
+  } finally {
+    server.close();
+  }
+}
+
+/**
+ * Every port the stack will bind must be free before anything starts: a taken port would make the
+ * program fail on every restart. Names every taken port with the variable that moves it.
+ */
+export async function checkPorts(config: LocalConfig): Promise<void> {
+  const taken: string[] = [];
+  for (const [name, port] of portSettings(config)) {
+    try {
+      await portFree(port);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      taken.push(`port ${port} is ${code === 'EADDRINUSE' ? 'in use by another program' : `not available (${code ?? (err as Error).message})`}: set ${name} to a free port`);
+    }
+  }
+  if (taken.length > 0) throw new StackError(`cannot start the local stack:\n  - ${taken.join('\n  - ')}`);
 }
 
 function writeSecret(path: string, content: string): void {
@@ -168,22 +272,39 @@ function summary(state: StackState, token: string): string {
 
 export async function main(): Promise<number> {
   const config = loadLocalConfig();
+  acquireLock(config.stateDir);
+  await checkPorts(config);
   const state = prepareState(config);
-  const supervisor = new Supervisor({ restartBackoffMs: config.restartBackoffMs, color: process.stdout.isTTY });
-  for (const spec of programSpecs(config, state, inheritedEnvironment())) supervisor.start(spec);
 
   let stopping = false;
-  const stop = async (signal: string) => {
+  const supervisor = new Supervisor({
+    restartBackoffMs: config.restartBackoffMs,
+    color: process.stdout.isTTY,
+    onStartupFailure: (name, how, lastLines) => {
+      const tail = lastLines.length > 0 ? `; its last lines:\n${lastLines.map((l) => `    ${l}`).join('\n')}` : '';
+      void stop(`${name} exited (${how}) before it was ready${tail}`, 1);
+    },
+    onStopped: (name, how) => void stop(`${name} was stopped (${how})`),
+  });
+  const stop = async (why: string, code = 0) => {
     if (stopping) return;
     stopping = true;
-    supervisor.say('stack', `${signal}: stopping all programs`);
+    supervisor.say('stack', `${why}: stopping all programs`);
     await supervisor.stop();
     supervisor.say('stack', 'stopped');
-    process.exit(0);
+    process.exit(code);
   };
+  for (const spec of programSpecs(config, state, inheritedEnvironment())) supervisor.start(spec);
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void stop(signal));
+  // npm, a terminal or a service manager that dies without signalling us must not leave the stack
+  // running: when our parent goes, we are re-parented, and that is the cue.
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) void stop(`parent process ${parent} exited`);
+  }, 500).unref();
 
   const laggards = await supervisor.waitReady(config.readyTimeoutMs);
+  if (stopping) return 0;
   if (laggards.length > 0) {
     supervisor.say('stack', `not ready after ${config.readyTimeoutMs} ms: ${laggards.join(', ')} (still retrying; see the lines above)`);
   } else {
@@ -195,7 +316,7 @@ export async function main(): Promise<number> {
 
 if (import.meta.main) {
   main().catch((err: unknown) => {
-    process.stderr.write(`local stack: ${(err as Error).message}\n`);
+    process.stderr.write(`local stack: ${err instanceof StackError ? err.message : (err as Error).stack ?? String(err)}\n`);
     process.exit(1);
   });
 }

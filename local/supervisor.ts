@@ -1,6 +1,9 @@
 // A small process supervisor for the local stack: each program is its own process, its JSON log
 // lines are printed readable with a name prefix, a crash is reported and restarted with backoff,
 // and stop() ends every child with SIGTERM (their own graceful shutdown) before SIGKILL.
+// Not every exit is a crash: a program that ends before it was ever ready (a port taken, a bad
+// setting) would fail the same way on every restart, and one that was told to stop (exit 0, or
+// SIGTERM/SIGINT/SIGHUP from someone) means the stack should stop. Both are reported to the owner.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
@@ -22,7 +25,15 @@ export interface SupervisorOptions {
   stopTimeoutMs?: number;
   write?: (line: string) => void;
   color?: boolean;
+  /** A program exited before its probe ever answered; `lastLines` is what it printed last. */
+  onStartupFailure?: (name: string, how: string, lastLines: string[]) => void;
+  /** A program ended because it was asked to (exit 0 or a stop signal), not by crashing. */
+  onStopped?: (name: string, how: string) => void;
 }
+
+/** Signals by which a person or a service manager asks a program to stop. */
+const STOP_SIGNALS: ReadonlySet<string> = new Set(['SIGTERM', 'SIGINT', 'SIGHUP']);
+const LAST_LINES = 8;
 
 const COLORS = ['\x1b[36m', '\x1b[35m', '\x1b[33m', '\x1b[32m', '\x1b[34m'];
 const RESET = '\x1b[0m';
@@ -48,6 +59,8 @@ export function formatLogLine(line: string): string {
 interface Running {
   spec: ProgramSpec;
   child?: ChildProcess;
+  ready: boolean;
+  lastLines: string[];
   startedAt: number;
   backoffMs: number;
   restarts: number;
@@ -57,7 +70,7 @@ interface Running {
 export class Supervisor {
   #programs = new Map<string, Running>();
   #stopping = false;
-  readonly #options: Required<Omit<SupervisorOptions, 'write' | 'color'>> & Pick<SupervisorOptions, 'write' | 'color'>;
+  readonly #options: Required<Omit<SupervisorOptions, 'write' | 'color' | 'onStartupFailure' | 'onStopped'>> & SupervisorOptions;
   readonly #write: (line: string) => void;
 
   constructor(options: SupervisorOptions) {
@@ -83,7 +96,7 @@ export class Supervisor {
   }
 
   start(spec: ProgramSpec): void {
-    const running: Running = { spec, startedAt: 0, backoffMs: this.#options.restartBackoffMs, restarts: 0 };
+    const running: Running = { spec, ready: false, lastLines: [], startedAt: 0, backoffMs: this.#options.restartBackoffMs, restarts: 0 };
     this.#programs.set(spec.name, running);
     this.#launch(running);
   }
@@ -94,18 +107,32 @@ export class Supervisor {
     const child = spawn(spec.command, spec.args, { env: spec.env, stdio: ['ignore', 'pipe', 'pipe'] });
     running.child = child;
     for (const stream of [child.stdout, child.stderr]) {
-      createInterface({ input: stream }).on('line', (line) => this.say(spec.name, formatLogLine(line)));
+      createInterface({ input: stream }).on('line', (line) => {
+        const text = formatLogLine(line);
+        running.lastLines.push(text);
+        if (running.lastLines.length > LAST_LINES) running.lastLines.shift();
+        this.say(spec.name, text);
+      });
     }
     child.on('error', (err) => this.say(spec.name, `failed to start: ${err.message}`));
     child.on('exit', (code, signal) => {
       if (running.child !== child) return;
       running.child = undefined;
       if (this.#stopping) return;
+      const how = signal ?? `code ${code}`;
+      if (!running.ready && this.#options.onStartupFailure) {
+        this.#options.onStartupFailure(spec.name, how, [...running.lastLines]);
+        return;
+      }
+      if ((code === 0 || (signal !== null && STOP_SIGNALS.has(signal))) && this.#options.onStopped) {
+        this.#options.onStopped(spec.name, how);
+        return;
+      }
       if (Date.now() - running.startedAt >= this.#options.stableAfterMs) running.backoffMs = this.#options.restartBackoffMs;
       const delay = running.backoffMs;
       running.backoffMs = Math.min(running.backoffMs * 2, this.#options.maxBackoffMs);
       running.restarts++;
-      this.say('stack', `${spec.name} exited (${signal ?? `code ${code}`}); restarting in ${delay} ms (restart #${running.restarts})`);
+      this.say('stack', `${spec.name} exited (${how}); restarting in ${delay} ms (restart #${running.restarts})`);
       running.timer = setTimeout(() => this.#launch(running), delay);
     });
   }
@@ -116,8 +143,12 @@ export class Supervisor {
     const pending = new Set(this.#programs.keys());
     while (pending.size > 0 && Date.now() < deadline) {
       for (const name of [...pending]) {
-        const ok = await this.#programs.get(name)!.spec.probe().catch(() => false);
-        if (ok) pending.delete(name);
+        const running = this.#programs.get(name)!;
+        const ok = await running.spec.probe().catch(() => false);
+        if (ok) {
+          running.ready = true;
+          pending.delete(name);
+        }
       }
       if (pending.size > 0) await new Promise((r) => setTimeout(r, 100));
     }

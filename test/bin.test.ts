@@ -41,3 +41,28 @@ t.test('every command has its own --help', async (t) => {
     t.match(r.stdout, new RegExp(`workspace-sandbox ${name}`), `${name} --help names itself`);
   }
 });
+
+t.test('every command answers --version and refuses stray arguments in one wording', async (t) => {
+  for (const [name, command] of Object.entries(COMMANDS)) {
+    const v = run(name, '--version');
+    t.equal(v.code, 0, `${name} --version exits 0`);
+    t.equal(v.stdout.trim(), pkg.version, `${name} --version prints the version`);
+    if (!command.server) continue;
+    const bad = run(name, '--frobnicate');
+    t.equal(bad.code, 2, `${name} --frobnicate exits 2`);
+    t.equal(bad.stderr.trim(), `workspace-sandbox ${name}: WS_ERR_USAGE: unexpected argument '--frobnicate': the ${name} is configured by environment variables (see 'workspace-sandbox ${name} --help')`);
+  }
+});
+
+t.test('a configuration error has the same shape in every program', async (t) => {
+  const cases: [string, Record<string, string>][] = [
+    ['webhook', { WEBHOOK_PORT: 'abc' }],
+    ['proxy', { PROXY_PORT: 'abc' }],
+    ['agent', { AGENT_PORT: 'abc' }],
+  ];
+  for (const [name, env] of cases) {
+    const r = spawnSync(process.execPath, [BIN, name], { encoding: 'utf8', timeout: 30_000, env: { PATH: process.env.PATH ?? '', ...env } });
+    t.equal(r.status, 1, `${name} exits 1`);
+    t.match(r.stderr, new RegExp(`^workspace-sandbox ${name}: WS_ERR_CONFIG_INVALID: `), `${name}: ${r.stderr.split('\n')[0]}`);
+  }
+});

@@ -4,9 +4,10 @@
 // explanation. The namespace fence is not applied: a manifest is rendered wherever it will go.
 import { readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
+import { parseArgs as parseArgv } from 'node:util';
 import { parseAllDocuments, stringify } from 'yaml';
+import { formatCliError } from '../lib/cli.ts';
 import { PRODUCT } from '../lib/constants.ts';
-import { isWorkspaceSandboxError } from '../lib/errors.ts';
 import { DEFAULT_INJECTION_CONFIG, loadInjectionConfigFile, type InjectionConfig } from './config.ts';
 import { inject, type InjectResult, type Json } from './inject.ts';
 import { diff } from './patch.ts';
@@ -46,38 +47,31 @@ interface Args {
   help: boolean;
 }
 
+const OUTPUTS = ['yaml', 'json', 'patch'] as const;
+
+/** The arguments, or the usage problem as a sentence. */
 function parseArgs(argv: string[]): Args | string {
-  const args: Args = { output: 'yaml', explain: false, help: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const eq = a.indexOf('=');
-    const [flag, inline] = a.startsWith('--') && eq > 0 ? [a.slice(0, eq), a.slice(eq + 1)] : [a, undefined];
-    const value = () => inline ?? argv[++i];
-    switch (flag) {
-      case '-h': case '--help': args.help = true; break;
-      case '--explain': args.explain = true; break;
-      case '-f': case '--filename': {
-        const v = value();
-        if (v === undefined) return `${flag} needs a file (or - for stdin)`;
-        args.file = v;
-        break;
-      }
-      case '--config': {
-        const v = value();
-        if (v === undefined) return '--config needs a file';
-        args.config = v;
-        break;
-      }
-      case '-o': case '--output': {
-        const v = value();
-        if (v !== 'yaml' && v !== 'json' && v !== 'patch') return `${flag} must be yaml, json or patch`;
-        args.output = v;
-        break;
-      }
-      default: return `unknown argument '${a}'`;
-    }
+  let parsed;
+  try {
+    parsed = parseArgv({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        filename: { type: 'string', short: 'f' },
+        config: { type: 'string' },
+        output: { type: 'string', short: 'o', default: 'yaml' },
+        explain: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }).values;
+  } catch (err) {
+    // util.parseArgs says what is wrong but also how to silence it with `--`; keep the first sentence.
+    return (err as Error).message.split('. ')[0]!.replace(/\.$/, '');
   }
-  return args;
+  const output = parsed.output as Args['output'];
+  if (!OUTPUTS.includes(output)) return `-o/--output must be yaml, json or patch (got '${parsed.output}')`;
+  return { file: parsed.filename, config: parsed.config, output, explain: parsed.explain ?? false, help: parsed.help ?? false };
 }
 
 async function readAll(stream: Readable): Promise<string> {
@@ -157,50 +151,52 @@ function explain(r: Rendered): string {
 }
 
 export async function main(argv: string[], io: CliIO = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const fail = (code: 'WS_ERR_USAGE' | 'WS_ERR_VALIDATION' | 'WS_ERR_CONFIG_INVALID', message: string, withUsage = false): number => {
+    io.stderr.write(`${formatCliError('inject', { code, message })}\n${withUsage ? `\n${usage()}\n` : ''}`);
+    return code === 'WS_ERR_USAGE' ? 2 : 1;
+  };
   const args = parseArgs(argv);
-  if (typeof args === 'string') {
-    io.stderr.write(`${PRODUCT} inject: ${args}\n\n${usage()}\n`);
-    return 2;
-  }
+  if (typeof args === 'string') return fail('WS_ERR_USAGE', args, true);
   if (args.help) {
     io.stdout.write(`${usage()}\n`);
     return 0;
   }
-  if (args.file === undefined) {
-    io.stderr.write(`${PRODUCT} inject: -f FILE (or -f - for stdin) is required\n\n${usage()}\n`);
-    return 2;
-  }
+  if (args.file === undefined) return fail('WS_ERR_USAGE', '-f FILE (or -f - for stdin) is required', true);
   let config = DEFAULT_INJECTION_CONFIG;
   let text: string;
   try {
     if (args.config !== undefined) config = loadInjectionConfigFile(args.config);
+  } catch (err) {
+    return fail('WS_ERR_CONFIG_INVALID', (err as Error).message);
+  }
+  try {
     text = args.file === '-' ? await readAll(io.stdin) : readFileSync(args.file, 'utf8');
   } catch (err) {
-    io.stderr.write(`${PRODUCT} inject: ${isWorkspaceSandboxError(err) ? err.message : (err as Error).message}\n`);
-    return 1;
+    return fail('WS_ERR_VALIDATION', `cannot read ${args.file === '-' ? 'standard input' : args.file}: ${(err as Error).message}`);
   }
+  const source = args.file === '-' ? 'standard input' : args.file;
   const docs: Json[] = [];
   for (const [i, d] of parseAllDocuments(text).entries()) {
     if ('errors' in d && d.errors.length > 0) {
-      io.stderr.write(`${PRODUCT} inject: document ${i + 1} is not valid YAML: ${d.errors[0]!.message.split('\n')[0]}\n`);
-      return 1;
+      const e = d.errors[0]!;
+      // The yaml package ends its first line with a colon that introduces a source excerpt.
+      const where = e.linePos ? ` (line ${e.linePos[0].line}, column ${e.linePos[0].col})` : '';
+      return fail('WS_ERR_VALIDATION', `${source}: document ${i + 1} is not valid YAML: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '').replace(/:$/, '')}${where}`);
     }
     const value: unknown = d.toJSON();
     if (value === null || value === undefined) continue;
-    if (!isObject(value)) {
-      io.stderr.write(`${PRODUCT} inject: document ${i + 1} is not an object\n`);
-      return 1;
-    }
+    if (!isObject(value)) return fail('WS_ERR_VALIDATION', `${source}: document ${i + 1} is not an object`);
     if (value.kind === 'List' && Array.isArray(value.items)) docs.push(...value.items.filter(isObject));
     else docs.push(value);
   }
+  if (docs.length === 0) return fail('WS_ERR_VALIDATION', `${source} holds no manifest (it is empty or only comments)`);
 
   const rendered = docs.map((d) => injectDocument(d, config));
   let denied = 0;
   for (const r of rendered) {
     if (r.result?.denied) {
       denied++;
-      if (!args.explain) io.stderr.write(`${PRODUCT} inject: ${r.label}: denied: ${r.result.message}\n`);
+      if (!args.explain) io.stderr.write(`${formatCliError('inject', { code: 'WS_ERR_FORBIDDEN', message: `${r.label}: denied: ${r.result.message}` })}\n`);
     }
   }
   if (args.explain) {

@@ -1,5 +1,4 @@
 // `workspace-sandbox webhook`: load config, wire, listen, handle SIGTERM. Wiring is in server.ts.
-import { isWorkspaceSandboxError } from '../lib/errors.ts';
 import { createLogger } from '../lib/log.ts';
 import { exitOnSignals } from '../lib/server.ts';
 import { PRODUCT, WEBHOOK_PATHS } from '../lib/constants.ts';
@@ -26,18 +25,7 @@ export async function main(argv: string[]): Promise<number | void> {
     process.stdout.write(`${usage()}\n`);
     return 0;
   }
-  if (argv.length > 0) {
-    process.stderr.write(`${PRODUCT} webhook: unexpected argument '${argv[0]}' (configure with environment variables)\n\n${usage()}\n`);
-    return 2;
-  }
-  let config;
-  try {
-    config = loadWebhookConfig();
-  } catch (err) {
-    if (!isWorkspaceSandboxError(err)) throw err;
-    process.stderr.write(`${PRODUCT} webhook: ${err.message}\n`);
-    return 1;
-  }
+  const config = loadWebhookConfig();
   const logger = createLogger({ name: 'webhook', level: config.env.LOG_LEVEL });
   const webhook = createWebhookServer({ env: config.env, injection: config.injection, logger });
   const { webhook: addr, metrics } = await webhook.listen();

@@ -3,10 +3,12 @@
 // Node 24 binary are visible at the same paths), a writable host directory as the workspace, the
 // host network (no network namespace: loopback reaches the agent), an unprivileged user, and the
 // agent as the container's PID 1. Missing runsc skips loudly; REQUIRE_RUNSC=1 (CI) makes it fail.
+// Every mount point lies inside the sandbox's own /tmp tmpfs: runsc creates a missing mount point in
+// the root filesystem, and with the host's / as the root that would be a directory on the host.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { BIN, REPO, call, freePort, stream, tempDir, waitFor, waitHealthy } from './harness.ts';
 
@@ -39,31 +41,33 @@ t.test('the agent inside gVisor: /health, /execute, streaming, files, a timeout 
   config.root = { path: '/', readonly: true };
   config.process.terminal = false;
   config.process.user = { uid: 1000, gid: 1000 };
-  config.process.cwd = '/workspace';
   // The sandbox user (uid 1000) may not traverse the checkout's parents (a clone into `mktemp -d` is
   // 0700), so the parts the agent runs from are mounted under a fresh path in the /tmp tmpfs.
   const inside = '/tmp/workspace-sandbox';
+  const workspaceInside = '/tmp/workspace';
+  config.process.cwd = workspaceInside;
   const nodeRel = relative(REPO, process.execPath);
   const node = nodeRel.startsWith('..') ? process.execPath : join(inside, nodeRel);
   config.process.args = [node, join(inside, relative(REPO, BIN)), 'agent'];
   config.process.env = [
     'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-    'HOME=/workspace',
+    `HOME=${workspaceInside}`,
     'AGENT_HOST=127.0.0.1',
     `AGENT_PORT=${port}`,
-    'AGENT_WORKSPACE_ROOT=/workspace',
+    `AGENT_WORKSPACE_ROOT=${workspaceInside}`,
     'AGENT_KILL_GRACE_MS=500',
   ];
   config.linux.namespaces = config.linux.namespaces.filter((n: { type: string }) => n.type !== 'network');
   delete config.hostname;
   config.mounts.push(
-    { destination: '/workspace', type: 'bind', source: workspace, options: ['rbind', 'rw'] },
     { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777'] },
+    { destination: workspaceInside, type: 'bind', source: workspace, options: ['rbind', 'rw'] },
     ...['bin', 'lib', 'agent', 'node_modules', 'package.json'].map((part) => (
       { destination: join(inside, part), type: 'bind', source: join(REPO, part), options: ['rbind', 'ro'] })),
   );
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(config, null, 2));
 
+  const hostRootBefore = readdirSync('/').sort();
   const id = `ws-agent-test-${process.pid}-${Date.now()}`;
   const runsc = (...args: string[]) => spawnSync(RUNSC, ['--root', state, ...args], { encoding: 'utf8', timeout: 30_000 });
   const child = spawn(RUNSC, ['--root', state, '--network=host', 'run', '--bundle', bundle, id], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -114,4 +118,5 @@ t.test('the agent inside gVisor: /health, /execute, streaming, files, a timeout 
   runsc('kill', id, 'TERM');
   t.equal(await exited, 0, 'the sandbox exits cleanly on SIGTERM');
   t.match(output, /"msg":"shutdown complete"/);
+  t.same(readdirSync('/').sort(), hostRootBefore, 'the sandbox created nothing in the host\'s / (mount points live in its own /tmp)');
 });

@@ -45,7 +45,8 @@ t.test('HeadTailBuffer keeps exactly the head and the tail, whatever the chunkin
 
 t.test('HeadTailBuffer in UTF-8 mode never cuts a character and accounts for every byte', async () => {
   fc.assert(fc.property(
-    fc.string({ unit: 'grapheme', maxLength: 400 }), fc.array(fc.nat(), { maxLength: 20 }), fc.nat({ max: 600 }),
+    // U+FFFD in the input would show up in the output without any cut: not what is checked here.
+    fc.string({ unit: 'grapheme', maxLength: 400 }).filter((s) => !s.includes('\uFFFD')), fc.array(fc.nat(), { maxLength: 20 }), fc.nat({ max: 600 }),
     (text, cuts, cap) => {
       const data = Buffer.from(text, 'utf8');
       const b = new HeadTailBuffer(cap);

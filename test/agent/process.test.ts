@@ -19,21 +19,32 @@ t.test('--help names the command and every variable', async (t) => {
 });
 
 t.test('a bad configuration lists every problem at once and exits 1', async (t) => {
-  const r = runBin(['agent'], { AGENT_LISTEN_MODE: 'pipe', AGENT_PORT: 'eighty', AGENT_MAX_CONCURRENT: '0', AGENT_CHILD_ENV: 'PATH,AGENT_TOKEN_FILE' });
+  const root = tempDir();
+  const r = runBin(['agent'], { AGENT_WORKSPACE_ROOT: root, AGENT_LISTEN_MODE: 'pipe', AGENT_PORT: 'eighty', AGENT_MAX_CONCURRENT: '0', AGENT_CHILD_ENV: 'PATH,AGENT_TOKEN_FILE' });
   t.equal(r.status, 1);
   t.match(r.stderr, /WS_ERR_CONFIG_INVALID/);
   t.match(r.stderr, /AGENT_LISTEN_MODE/);
   t.match(r.stderr, /AGENT_PORT/);
   t.match(r.stderr, /AGENT_MAX_CONCURRENT/);
-  const root = runBin(['agent'], { AGENT_WORKSPACE_ROOT: '/no/such/dir', AGENT_PORT: '0' });
-  t.equal(root.status, 1);
-  t.match(root.stderr, /no\/such\/dir/);
-  const leak = runBin(['agent'], { AGENT_CHILD_ENV: 'PATH,AGENT_TOKEN_FILE', AGENT_PORT: '0' });
-  t.match(leak.stderr, /AGENT_TOKEN_FILE.*belongs to the agent/);
-  const token = tempDir();
-  writeFileSync(join(token, 't'), 'short');
-  const weak = runBin(['agent'], { AGENT_TOKEN_FILE: join(token, 't'), AGENT_PORT: '0' });
-  t.match(weak.stderr, /at least 16 characters/);
+  t.match(r.stderr, /AGENT_TOKEN_FILE.*belongs to the agent/);
+});
+
+// Issue 16: the file checks used to stop at the first one (a missing workspace root hid a bad token),
+// and a test that left no root set passed only where another test had created /workspace on the host.
+t.test('file problems are listed with the others: a missing workspace root, a weak token and a bad port all at once', async (t) => {
+  const dir = tempDir();
+  const missingRoot = join(dir, 'no-such-root');
+  writeFileSync(join(dir, 't'), 'short');
+  const r = runBin(['agent'], { AGENT_WORKSPACE_ROOT: missingRoot, AGENT_TOKEN_FILE: join(dir, 't'), AGENT_PORT: 'eighty' });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /3 problems/);
+  t.match(r.stderr, /AGENT_WORKSPACE_ROOT: must be an existing directory/);
+  t.match(r.stderr, /no-such-root/);
+  t.match(r.stderr, /AGENT_TOKEN_FILE: token must be at least 16 characters/);
+  t.match(r.stderr, /AGENT_PORT/);
+  const unreadable = runBin(['agent'], { AGENT_WORKSPACE_ROOT: missingRoot, AGENT_TOKEN_FILE: join(dir, 'absent') });
+  t.match(unreadable.stderr, /2 problems/);
+  t.match(unreadable.stderr, /AGENT_TOKEN_FILE: cannot read/);
 });
 
 t.test('uds mode: stale socket replaced, mode 0660, served, secrets kept from commands, socket removed at exit', async (t) => {

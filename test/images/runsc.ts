@@ -1,11 +1,13 @@
-// Runs a program inside gVisor the way a workspace Pod runs it: an OCI bundle whose root is the
-// host's / mounted read-only, writable tmpfs volumes only where the Pod has emptyDirs, a numeric
+// Runs a program inside gVisor the way a workspace Pod runs it: an OCI bundle whose root shows the
+// host's / read-only (a private directory holding a read-only bind of each of its top-level
+// directories, so the mount points runsc creates for the volumes land there and never in the
+// host's /), writable tmpfs volumes only where the Pod has emptyDirs, a numeric
 // user, and the host network (no network namespace) so the test reaches the server over loopback.
 // `runsc kill <id> TERM` delivers SIGTERM to the container's PID 1, as containerd's shim does.
 // Needs root (runsc's default mode here). A missing runsc skips loudly, or fails with
 // REQUIRE_RUNSC=1.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -54,6 +56,27 @@ export interface Sandbox {
 
 let counter = 0;
 
+/** What the kernel and runsc provide themselves; never taken from the host. */
+const NOT_FROM_HOST = new Set(['proc', 'sys', 'dev', 'tmp', 'run', 'lost+found']);
+
+/**
+ * A root directory that looks like the host's / (symlinks copied, directories bound read-only)
+ * but whose own entries are ours: a volume at a path the host lacks (/workspace) gets its mount
+ * point here.
+ */
+function hostLikeRoot(root: string): { destination: string; type: string; source: string; options: string[] }[] {
+  mkdirSync(root);
+  const mounts = [];
+  for (const name of readdirSync('/')) {
+    if (NOT_FROM_HOST.has(name)) continue;
+    const host = `/${name}`;
+    const st = lstatSync(host);
+    if (st.isSymbolicLink()) symlinkSync(readlinkSync(host), join(root, name));
+    else if (st.isDirectory()) mounts.push({ destination: host, type: 'bind', source: host, options: ['rbind', 'ro'] });
+  }
+  return mounts;
+}
+
 export function startSandbox(opts: SandboxOptions): Sandbox {
   const dir = mkdtempSync(join(tmpdir(), 'ws-runsc-'));
   const state = join(dir, 'state');
@@ -69,7 +92,9 @@ export function startSandbox(opts: SandboxOptions): Sandbox {
     linux: { namespaces: { type: string }[] };
     hostname?: string;
   };
-  config.root = { path: '/', readonly: true };
+  const rootfs = join(dir, 'rootfs');
+  config.mounts.push(...hostLikeRoot(rootfs));
+  config.root = { path: rootfs, readonly: true };
   config.process.args = opts.args;
   config.process.cwd = opts.cwd;
   config.process.terminal = false;

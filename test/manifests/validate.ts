@@ -21,6 +21,7 @@ import * as node from 'kubernetes-models/node.k8s.io/v1';
 import * as policy from 'kubernetes-models/policy/v1';
 import * as rbac from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import * as scheduling from 'kubernetes-models/scheduling.k8s.io/v1';
+import * as argoCd from '@kubernetes-models/argo-cd/argoproj.io/v1alpha1';
 import * as certManager from '@kubernetes-models/cert-manager/cert-manager.io/v1';
 import * as karpenterAws from '@kubernetes-models/karpenter/karpenter.k8s.aws/v1';
 import * as karpenter from '@kubernetes-models/karpenter/karpenter.sh/v1';
@@ -55,11 +56,14 @@ export const MODELS: Record<string, ModelClass> = {
   'cert-manager.io/v1/Certificate': certManager.Certificate,
   'karpenter.sh/v1/NodePool': karpenter.NodePool,
   'karpenter.k8s.aws/v1/EC2NodeClass': karpenterAws.EC2NodeClass,
+  'argoproj.io/v1alpha1/Application': argoCd.Application,
+  'argoproj.io/v1alpha1/AppProject': argoCd.AppProject,
 };
 
 /** Properties the models' schemas lose in generation, per kind (JSON pointer with `*` for indexes). */
 const KNOWN_UNREAD: Record<string, readonly string[]> = {
   PriorityClass: ['/description'],
+  AppProject: ['/spec/description'],
 };
 
 const escapeToken = (k: string) => k.replace(/~/g, '~0').replace(/\//g, '~1');

@@ -122,3 +122,43 @@ t.test('denials, bad configs and bad usage have distinct exit codes', async (t) 
   t.equal(notYaml.code, 1);
   t.match(notYaml.stderr, /not valid YAML/);
 });
+
+t.test('input that holds nothing to inject is an error, not a silent success', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ws-cli-'));
+  const empty = join(dir, 'empty.yaml');
+  writeFileSync(empty, '');
+  for (const [args, input] of [[['-f', empty]], [['-f', '-'], '# only a comment\n---\n']] as [string[], string?][]) {
+    const r = run(args, input);
+    t.equal(r.code, 1, `${args.join(' ')} exits 1`);
+    t.equal(r.stdout, '', 'nothing on stdout');
+    t.match(r.stderr, /^workspace-sandbox inject: WS_ERR_VALIDATION: .* holds no manifest/);
+  }
+  const missing = run(['-f', join(dir, 'absent.yaml')]);
+  t.equal(missing.code, 1);
+  t.match(missing.stderr, /^workspace-sandbox inject: WS_ERR_VALIDATION: cannot read .*absent\.yaml/);
+});
+
+t.test('a YAML error names the place and ends its sentence (no dangling colon)', async (t) => {
+  const r = run(['-f', '-'], 'a: [b\n');
+  t.equal(r.code, 1);
+  const line = r.stderr.trim();
+  t.match(line, /^workspace-sandbox inject: WS_ERR_VALIDATION: standard input: document 1 is not valid YAML: .+ \(line \d+, column \d+\)$/);
+  t.notMatch(line, /:$/);
+});
+
+t.test('usage errors share the one error shape and exit 2', async (t) => {
+  for (const args of [['--frobnicate'], [], ['-f', 'x', '-o', 'xml'], ['-f']]) {
+    const r = run(args);
+    t.equal(r.code, 2, `${args.join(' ') || '(none)'} exits 2`);
+    t.match(r.stderr, /^workspace-sandbox inject: WS_ERR_USAGE: \S/);
+  }
+});
+
+t.test('examples/pod.yaml is a plain Pod the default config injects', async (t) => {
+  const example = fileURLToPath(new URL('../../examples/pod.yaml', import.meta.url));
+  const r = run(['-f', example, '-o', 'json']);
+  t.equal(r.code, 0, r.stderr);
+  const pod = JSON.parse(r.stdout) as { spec: { runtimeClassName?: string; initContainers?: { name: string }[] } };
+  t.equal(pod.spec.runtimeClassName, 'gvisor');
+  t.equal(pod.spec.initContainers?.[0]?.name, 'credential-proxy');
+});
