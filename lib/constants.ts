@@ -64,6 +64,8 @@ export const NAMESPACES = Object.freeze({
   capacity: 'sandbox-capacity',
 });
 export const WEBHOOK_SERVICE = 'workspace-sandbox-webhook';
+/** ServiceAccount (in `backend`) of the service that drives workspaces through the SDK; its Role is in `sandboxes`. */
+export const SERVICE_ACCOUNT_BACKEND = 'workspace-sandbox-backend';
 export const RUNTIME_CLASS_GVISOR = 'gvisor';
 export const RUNTIME_CLASS_RUNC = 'runc';
 export const PRIORITY_CLASS_WORKSPACE = 'workspace';

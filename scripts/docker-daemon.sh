@@ -76,8 +76,9 @@ EOF
     [ -d "$dir" ] || exit 0
     dir=$(cd "$dir" && pwd)
     if [ -S "$dir/docker.sock" ]; then
-      ids=$(docker -H "unix://$dir/docker.sock" ps -aq 2>/dev/null || true)
-      [ -z "$ids" ] || docker -H "unix://$dir/docker.sock" rm -f $ids >/dev/null 2>&1 || true
+      docker -H "unix://$dir/docker.sock" ps -aq 2>/dev/null | while read -r id; do
+        docker -H "unix://$dir/docker.sock" rm -f "$id" >/dev/null 2>&1 || true
+      done
     fi
     stop_pid "$dir/dockerd.pid"
     stop_pid "$dir/containerd.pid"

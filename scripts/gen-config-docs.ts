@@ -16,6 +16,7 @@ import { PRODUCT } from '../lib/constants.ts';
 import { VERSION } from '../lib/version.ts';
 import { LOCAL_ENV_SCHEMA } from '../local/config.ts';
 import { ENV_HELP as WEBHOOK_ENV_HELP, envSchema as webhookEnvSchema, injectionConfigSchema } from '../webhook/config.ts';
+import { SDK_ENV_HELP, sdkEnvSchema } from '../sdk/config.ts';
 
 export const OUTPUT = fileURLToPath(new URL('../docs/configuration.md', import.meta.url));
 
@@ -105,6 +106,11 @@ export function sections(): Section[] {
       id: 'webhook-injection', title: 'Webhook: injection config file (`WEBHOOK_CONFIG_FILE`)', nested: true,
       intro: 'A YAML file (a ConfigMap mount), validated at start and hot-reloaded: an invalid new file keeps the previous config and is reported. Every field is optional; unknown fields are errors. Nested fields are written as YAML mappings (`runtime.runtimeClassName` is `runtimeClassName:` under `runtime:`). webhook/injection-config.example.yaml shows every field; `workspace-sandbox inject --config FILE -f pod.yaml --explain` checks a file offline.',
       schema: injectionConfigSchema, help: {},
+    },
+    {
+      id: 'sdk', title: 'Workspace SDK (`sdk/`, the backend service)', nested: false,
+      intro: 'Environment variables read by `loadSdkConfig()` in the backend service that creates workspaces (examples/backend/ uses them). `CONTAINER_BACKEND` switches between Kubernetes and Docker.',
+      schema: sdkEnvSchema, help: { ...SDK_ENV_HELP },
     },
     {
       id: 'local', title: 'Local stack (`npm start`, `npm run demo`)', nested: false,

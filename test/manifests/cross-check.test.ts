@@ -8,7 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import {
   ANNOTATION_RUNTIME, CONTAINER_PROXY, LABEL_INJECTION, LABEL_INJECTION_ENABLED, NAMESPACES, NODE_LABEL_GVISOR, PORTS,
   POD_IDENTITY_AGENT, PRIORITY_CLASS_OVERPROVISIONING, PRIORITY_CLASS_WORKSPACE, RULES_TOKEN_KEY, RULES_TOKEN_SECRET, RUNTIME_CLASS_GVISOR,
-  RUNTIME_CLASS_RUNC, WEBHOOK_PATHS, WEBHOOK_SERVICE,
+  RUNTIME_CLASS_RUNC, SERVICE_ACCOUNT_BACKEND, WEBHOOK_PATHS, WEBHOOK_SERVICE,
 } from '../../lib/constants.ts';
 import { VERSION } from '../../lib/version.ts';
 import { loadWebhookConfig, parseInjectionConfig, type InjectionConfig } from '../../webhook/config.ts';
@@ -214,7 +214,22 @@ for (const overlay of OVERLAYS) {
       const sa = find<Json>(objs, 'ServiceAccount', WEBHOOK_SERVICE, NAMESPACES.system);
       t.equal(sa.automountServiceAccountToken, false);
       t.equal(webhookDeployment(objs).spec.template.spec.serviceAccountName, WEBHOOK_SERVICE);
-      t.same(objs.filter((o) => /^(Cluster)?Role(Binding)?$/.test(o.kind)).map(idOf), []);
+      const bindings = objs.filter((o) => /^(Cluster)?RoleBinding$/.test(o.kind));
+      t.same(bindings.filter((b) => (b.subjects as Json[] ?? []).some((s: Json) => s.name === WEBHOOK_SERVICE)).map(idOf), []);
+    });
+
+    t.test('the backend\'s RBAC: pods and pods/log in sandboxes only, least privilege', async (t) => {
+      const rbac = objs.filter((o) => /^(Cluster)?Role(Binding)?$/.test(o.kind));
+      t.same(rbac.map(idOf).sort(), [`Role ${NAMESPACES.sandboxes}/${SERVICE_ACCOUNT_BACKEND}`, `RoleBinding ${NAMESPACES.sandboxes}/${SERVICE_ACCOUNT_BACKEND}`].sort(), 'one Role and its binding, no ClusterRole');
+      const role = find<Json>(objs, 'Role', SERVICE_ACCOUNT_BACKEND, NAMESPACES.sandboxes);
+      t.same(role.rules, [
+        { apiGroups: [''], resources: ['pods'], verbs: ['create', 'get', 'list', 'watch', 'delete', 'patch'] },
+        { apiGroups: [''], resources: ['pods/log'], verbs: ['get'] },
+      ], 'no exec, no secrets, no wildcard');
+      const binding = find<Json>(objs, 'RoleBinding', SERVICE_ACCOUNT_BACKEND, NAMESPACES.sandboxes);
+      t.same(binding.subjects, [{ kind: 'ServiceAccount', name: SERVICE_ACCOUNT_BACKEND, namespace: NAMESPACES.backend }]);
+      t.match(binding.roleRef, { kind: 'Role', name: SERVICE_ACCOUNT_BACKEND });
+      find<Json>(objs, 'ServiceAccount', SERVICE_ACCOUNT_BACKEND, NAMESPACES.backend);
     });
 
     t.test('webhook availability: replicas, spread, PDB, never on spot', async (t) => {

@@ -21,6 +21,7 @@ const EVERYWHERE = [
   'Deployment workspace-sandbox-system/workspace-sandbox-webhook', 'Service workspace-sandbox-system/workspace-sandbox-webhook',
   'Service workspace-sandbox-system/workspace-sandbox-webhook-metrics', 'PodDisruptionBudget workspace-sandbox-system/workspace-sandbox-webhook',
   'ServiceAccount workspace-sandbox-system/workspace-sandbox-webhook', 'ConfigMap workspace-sandbox-system/workspace-sandbox-injection',
+  'ServiceAccount backend/workspace-sandbox-backend', 'Role sandboxes/workspace-sandbox-backend', 'RoleBinding sandboxes/workspace-sandbox-backend',
   'RuntimeClass runc', 'PriorityClass workspace', 'PriorityClass overprovisioning',
   'NetworkPolicy sandboxes/default-deny', 'NetworkPolicy sandboxes/allow-dns', 'NetworkPolicy sandboxes/allow-public-https',
   'NetworkPolicy sandboxes/allow-backend-ingress', 'ResourceQuota sandboxes/workspaces', 'LimitRange sandboxes/workspaces',
