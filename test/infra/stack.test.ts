@@ -204,6 +204,14 @@ for (const env of ENVIRONMENTS) {
   });
 }
 
+t.test('npm run typecheck covers infra/: the provider schema is checked in CI', async (t) => {
+  // A type-checking run inside tap costs about a minute under coverage; CI's `npm run typecheck` does it.
+  const tsconfig = JSON.parse(readFileSync(join(REPO, 'tsconfig.json'), 'utf8')) as { include: string[] };
+  t.ok(tsconfig.include.includes('infra'));
+  const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  t.match(pkg.scripts.typecheck, /tsc -p tsconfig\.json --noEmit/);
+});
+
 t.test('a stack refuses unsafe or inconsistent configuration, listing every problem', async (t) => {
   const raw = stackFileConfig('staging');
   const bad = {
