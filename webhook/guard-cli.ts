@@ -1,8 +1,8 @@
 // `workspace-sandbox guard [--config FILE]`: prints the ValidatingAdmissionPolicy and its binding
 // built from the rule table for an injection config (the manifests hold this output).
 import type { Writable } from 'node:stream';
+import { formatCliError } from '../lib/cli.ts';
 import { PRODUCT } from '../lib/constants.ts';
-import { isWorkspaceSandboxError } from '../lib/errors.ts';
 import { DEFAULT_INJECTION_CONFIG, loadInjectionConfigFile } from './config.ts';
 import { guardYaml } from './guard.ts';
 
@@ -31,7 +31,7 @@ export async function main(argv: string[], io: { stdout: Writable; stderr: Writa
     if (a === '--config' && argv[i + 1] !== undefined) configFile = argv[++i];
     else if (a.startsWith('--config=')) configFile = a.slice('--config='.length);
     else {
-      io.stderr.write(`${PRODUCT} guard: unexpected argument ${JSON.stringify(a)}\n\n${usage()}\n`);
+      io.stderr.write(`${formatCliError('guard', { code: 'WS_ERR_USAGE', message: `unexpected argument ${JSON.stringify(a)}` })}\n\n${usage()}\n`);
       return 2;
     }
   }
@@ -40,7 +40,7 @@ export async function main(argv: string[], io: { stdout: Writable; stderr: Writa
     io.stdout.write(guardYaml(config, configFile ?? '(built-in config)'));
     return 0;
   } catch (err) {
-    io.stderr.write(`${PRODUCT} guard: ${isWorkspaceSandboxError(err) ? err.message : (err as Error).message}\n`);
+    io.stderr.write(`${formatCliError('guard', err)}\n`);
     return 1;
   }
 }

@@ -30,7 +30,7 @@ t.test('every covered rule is one inject denies (no stale entries)', async (t) =
 });
 
 t.test('the built policy carries every guard rule once, with a message naming a field', async (t) => {
-  const { policy } = buildGuard(DEFAULT_INJECTION_CONFIG) as { policy: { spec: { validations: { message: string }[] } } };
+  const { policy } = buildGuard(DEFAULT_INJECTION_CONFIG) as unknown as { policy: { spec: { validations: { message: string }[] } } };
   const ids = policy.spec.validations.map((v) => /\(rule ([a-z-]+)\)$/.exec(v.message)?.[1]);
   t.same(ids, Object.keys(GUARD_RULES));
   for (const v of policy.spec.validations) t.match(v.message, /spec\.|securityContext|env|volumeMounts|ports/);
