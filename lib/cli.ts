@@ -13,7 +13,9 @@ export interface Command {
 export const COMMANDS: Record<string, Command> = {
   webhook: { summary: 'the mutating admission webhook (HTTPS /mutate, metrics on 9090)', server: true, load: () => import('../webhook/main.ts') },
   inject: { summary: 'inject Pods and Pod templates offline, like the webhook (-f pod.yaml)', server: false, load: () => import('../webhook/inject-cli.ts') },
+  guard: { summary: 'print the ValidatingAdmissionPolicy built from the webhook\'s rules for an injection config', server: false, load: () => import('../webhook/guard-cli.ts') },
   proxy: { summary: 'the credential proxy sidecar (egress allowlist, SSRF guard, /rules API)', server: true, load: () => import('../credential-proxy/main.ts') },
+  gateway: { summary: 'the egress gateway (CONNECT with the sidecar\'s projected token, SSRF guard, ceiling)', server: true, load: () => import('../gateway/main.ts') },
   agent: { summary: 'the workspace agent (/health, /execute, /files over TCP or a Unix socket)', server: true, load: () => import('../agent/main.ts') },
 };
 

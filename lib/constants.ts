@@ -26,6 +26,8 @@ export const PORTS = Object.freeze({
   proxyAdmin: 8082,
   webhook: 8443,
   webhookMetrics: 9090,
+  gateway: 3128,
+  gatewayMetrics: 9091,
 });
 
 export const PROXY_LOOPBACK_HOST = '127.0.0.1';
@@ -92,3 +94,12 @@ export const POD_TOKEN_SIGNING_KEY = 'private.pem';
 export const POD_TOKEN_PUBLIC_KEYS_CONFIGMAP = 'workspace-sandbox-pod-token-public-keys';
 export const POD_TOKEN_PUBLIC_KEYS_KEY = 'public.pem';
 export const POD_TOKEN_PUBLIC_KEYS_DIR = '/etc/workspace-sandbox/pod-token';
+
+/** The egress gateway: its namespace, Service, and the audience of the sidecar's projected token. */
+export const GATEWAY_NAMESPACE = 'workspace-sandbox-egress';
+export const GATEWAY_SERVICE = 'workspace-sandbox-gateway';
+export const GATEWAY_AUDIENCE = 'workspace-sandbox-gateway';
+/** The sidecar's projected ServiceAccount token for the gateway (a volume of the credential-proxy container alone). */
+export const GATEWAY_TOKEN_VOLUME = 'workspace-sandbox-gateway-token';
+export const GATEWAY_TOKEN_DIR = '/var/run/secrets/workspace-sandbox/gateway';
+export const GATEWAY_TOKEN_FILE = `${GATEWAY_TOKEN_DIR}/token`;

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { AGENT_ENV_HELP, agentEnvSchema } from '../agent/config.ts';
 import { PROXY_ENV_HELP, proxyEnvSchema } from '../credential-proxy/config.ts';
+import { GATEWAY_ENV_HELP, gatewayEnvSchema } from '../gateway/config.ts';
 import { PRODUCT } from '../lib/constants.ts';
 import { VERSION } from '../lib/version.ts';
 import { LOCAL_ENV_SCHEMA } from '../local/config.ts';
@@ -96,6 +97,11 @@ export function sections(): Section[] {
       id: 'credential-proxy', title: 'Credential proxy (`workspace-sandbox proxy`)', nested: false,
       intro: 'Environment variables of the credential-proxy sidecar. The rules file it names holds a list of rules (or `{rules: [...]}`) as `PUT /rules` takes them (openapi/proxy-admin.yaml).',
       schema: proxyEnvSchema, help: { ...PROXY_ENV_HELP },
+    },
+    {
+      id: 'gateway', title: 'Egress gateway (`workspace-sandbox gateway`)', nested: false,
+      intro: 'Environment variables of the egress gateway Deployment: the only way out of the cluster for workspaces (docs/security.md, docs/operations.md).',
+      schema: gatewayEnvSchema, help: { ...GATEWAY_ENV_HELP },
     },
     {
       id: 'webhook', title: 'Webhook (`workspace-sandbox webhook`): environment', nested: false,

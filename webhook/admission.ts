@@ -9,7 +9,7 @@
 // @kubernetes/client-node has no AdmissionReview type; the wire format is defined here
 // (k8s.io/api/admission/v1/types.go).
 import type { InjectionConfig } from './config.ts';
-import { inject, type Json } from './inject.ts';
+import { inject, injectUpdate, type Json } from './inject.ts';
 import { diff } from './patch.ts';
 import { isObject } from './shape.ts';
 
@@ -125,15 +125,20 @@ function isPodRequest(r: AdmissionRequest): boolean {
 
 /**
  * Answers one decoded request. dryRun requests get the same answer: injection has no side effects.
- * Non-Pod kinds, subresources and operations other than CREATE are allowed untouched.
+ * Pod CREATE injects; UPDATE and the ephemeralcontainers subresource check and harden what may
+ * change after creation (injectUpdate). Other kinds, subresources and operations are allowed untouched.
  */
 export function reviewRequest(request: AdmissionRequest, config: InjectionConfig): ReviewOutcome {
   const uid = request.uid;
   if (!isPodRequest(request)) return { response: allowedResponse(uid), result: 'skipped', reason: 'not a Pod', patchOps: 0 };
-  if (request.subResource) return { response: allowedResponse(uid), result: 'skipped', reason: `subresource ${request.subResource}`, patchOps: 0 };
-  if (request.operation !== 'CREATE') return { response: allowedResponse(uid), result: 'skipped', reason: `operation ${String(request.operation)}`, patchOps: 0 };
+  const subResource = request.subResource ?? '';
+  if (subResource !== '' && subResource !== 'ephemeralcontainers') return { response: allowedResponse(uid), result: 'skipped', reason: `subresource ${subResource}`, patchOps: 0 };
+  if (request.operation !== 'CREATE' && request.operation !== 'UPDATE') return { response: allowedResponse(uid), result: 'skipped', reason: `operation ${String(request.operation)}`, patchOps: 0 };
   const original = request.object;
-  const result = inject(original, config, { namespace: typeof request.namespace === 'string' ? request.namespace : undefined });
+  const options = { namespace: typeof request.namespace === 'string' ? request.namespace : undefined };
+  const result = request.operation === 'CREATE' && subResource === ''
+    ? inject(original, config, options)
+    : injectUpdate(original, request.oldObject, config, options);
   if (result.denied) {
     return { response: deniedResponse(uid, result.code, result.message), result: result.code === 400 ? 'error' : 'denied', reason: result.violations.map((v) => v.rule).join(','), patchOps: 0 };
   }

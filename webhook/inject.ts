@@ -23,26 +23,19 @@ import { checkPodShape, isObject, type Json } from './shape.ts';
 
 export type { Json } from './shape.ts';
 
-// Volumes this webhook adds; their names are reserved (a Pod that was not injected may not use them).
-export const VOLUME_SHARED = 'workspace-sandbox-shared';
-export const VOLUME_WORKSPACE = 'workspace-sandbox-workspace';
-export const VOLUME_TMP = 'workspace-sandbox-tmp';
-export const VOLUME_RULES_TOKEN = 'workspace-sandbox-rules-token';
-export const RESERVED_VOLUMES: ReadonlySet<string> = new Set([VOLUME_SHARED, VOLUME_WORKSPACE, VOLUME_TMP, VOLUME_RULES_TOKEN]);
+import {
+  checkContainer, checkPod, containerPaths, KUBE_API_ACCESS_PREFIX, SIDECAR_ONLY_VOLUMES, RESERVED_VOLUMES, VOLUME_RULES_TOKEN, VOLUME_SHARED, VOLUME_TMP, VOLUME_WORKSPACE, Violations, type Violation,
+} from './rules.ts';
+
+export {
+  KUBE_API_ACCESS_PREFIX, RESERVED_VOLUMES, VOLUME_RULES_TOKEN, VOLUME_SHARED, VOLUME_TMP, VOLUME_WORKSPACE, type Violation,
+} from './rules.ts';
 export const RULES_TOKEN_DIR = '/var/run/secrets/workspace-sandbox/rules-token';
 export const TMP_DIR = '/tmp';
-/** The ServiceAccount admission plugin's token volume: `kube-api-access-<5 random chars>`. */
-export const KUBE_API_ACCESS_PREFIX = 'kube-api-access-';
 /** The proxy always listens here; NO_PROXY starts with these. */
 const LOOPBACK_NO_PROXY = ['localhost', '127.0.0.1', '::1'];
-
-export interface Violation {
-  /** Kubernetes-style path of the offending field. */
-  field: string;
-  /** Stable rule id (tests and dashboards match on it). */
-  rule: string;
-  message: string;
-}
+/** NO_PROXY (and no_proxy) of every container but the sidecar. */
+export const noProxyOf = (config: InjectionConfig): string => [...LOOPBACK_NO_PROXY, ...config.workspace.noProxy].join(',');
 
 export interface Injected {
   denied?: false;
@@ -123,21 +116,18 @@ function httpProbe(path: string, port: number, extra: Json): Json {
   return { httpGet: { path, port, scheme: 'HTTP' }, ...extra };
 }
 
+/** Sets `name` to `value`; later entries of the same name go (Kubernetes uses the last one). */
 function setEnv(container: Json, name: string, value: string): void {
   const env = container.env as Json[];
   const i = env.findIndex((e) => e.name === name);
-  if (i >= 0) env[i] = envValue(name, value);
-  else env.push(envValue(name, value));
+  if (i < 0) return void env.push(envValue(name, value));
+  env[i] = envValue(name, value);
+  container.env = env.filter((e, j) => j <= i || e.name !== name);
 }
 
-class Context {
-  readonly violations: Violation[] = [];
+class Context extends Violations {
   readonly warnings: string[] = [];
   readonly notes: string[] = [];
-
-  deny(field: string, rule: string, message: string): void {
-    this.violations.push({ field, rule, message: `${field}: ${message}` });
-  }
 }
 
 /**
@@ -147,7 +137,7 @@ class Context {
 export function inject(input: unknown, config: InjectionConfig, options: InjectOptions = {}): InjectResult {
   const shape = checkPodShape(input);
   if (shape.length > 0) {
-    const violations = shape.map((p) => ({ field: p.field, rule: 'pod-shape', message: `${p.field}: ${p.message}` }));
+    const violations = shape.map((p): Violation => ({ field: p.field, rule: 'pod-shape', message: `${p.field}: ${p.message}` }));
     return { denied: true, code: 400, message: `not a valid Pod: ${violations.map((v) => v.message).join('; ')}`, violations };
   }
   // Copy on write: every object on a path we change is copied, everything else is shared with
@@ -168,30 +158,19 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
   const status = readStatus(pod);
   const wasInjected = status !== undefined;
 
-  // --- 1. Strip what a previous injection added (or refuse look-alikes). -----------------------
-  const containerPaths = new Map<Json, string>();
-  asArray(spec.containers).forEach((c, i) => containerPaths.set(c, `spec.containers[${i}]`));
-  asArray(spec.initContainers).forEach((c, i) => containerPaths.set(c, `spec.initContainers[${i}]`));
+  // --- 1. The rules (rules.ts), over the Pod as sent. ------------------------------------------
+  checkPod(src, config, { wasInjected }, ctx);
 
+  // --- 2. Strip what a previous injection added. ---------------------------------------------------
   let oldSidecar: Json | undefined;
-  for (const c of asArray(spec.containers)) {
-    if (c.name === CONTAINER_PROXY) ctx.deny(`${containerPaths.get(c)}.name`, 'reserved-container', `a container named ${CONTAINER_PROXY} may only be the injected sidecar (an init container with restartPolicy: Always)`);
-  }
   const initContainers = asArray(spec.initContainers).filter((c) => {
-    if (c.name !== CONTAINER_PROXY) return true;
-    if (!wasInjected) {
-      ctx.deny(`${containerPaths.get(c)}.name`, 'reserved-container', `a container named ${CONTAINER_PROXY} that this webhook did not inject is not allowed`);
-      return true;
-    }
+    if (c.name !== CONTAINER_PROXY || !wasInjected) return true;
     oldSidecar = c;
     return false;
   });
-  const volumes = asArray(spec.volumes).filter((v, i) => {
+  const volumes = asArray(spec.volumes).filter((v) => {
     const name = v.name as string;
-    if (RESERVED_VOLUMES.has(name)) {
-      if (!wasInjected) ctx.deny(`spec.volumes[${i}].name`, 'reserved-volume', `the volume name ${name} is reserved for the injected sidecar`);
-      return false;
-    }
+    if (RESERVED_VOLUMES.has(name)) return false;
     // DELIVERED: the ServiceAccount admission plugin has added the API token as a projected volume
     // mounted into every container. The workspace must not hold it (and automountServiceAccountToken
     // false, set below, keeps the re-run plugin from adding it back).
@@ -211,33 +190,17 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
   };
 
   const appContainers = [...initContainers, ...asArray(spec.containers)] as Container[];
+  const containerPath = containerPaths(spec);
+  const podSc = (isObject(spec.securityContext) ? spec.securityContext : {}) as Json;
   for (const c of appContainers) dropMounts(c);
 
-  // --- 2. Which container is the workspace. ------------------------------------------------------
+  // --- 3. Which container is the workspace. ------------------------------------------------------
   const mainContainers = asArray(spec.containers) as Container[];
   const workspace = mainContainers.find((c) => c.name === config.workspaceContainerName)
     ?? (mainContainers.length === 1 ? mainContainers[0] : undefined);
   if (!workspace) {
     ctx.deny('spec.containers', 'no-workspace-container', `the Pod has ${mainContainers.length} containers and none is named ${JSON.stringify(config.workspaceContainerName)}: name the workspace container so`);
   }
-
-  // --- 3. Pod-level rules. --------------------------------------------------------------------------
-  for (const [k, what] of [['hostNetwork', 'network'], ['hostPID', 'PID'], ['hostIPC', 'IPC']] as const) {
-    if (spec[k] === true) ctx.deny(`spec.${k}`, 'host-namespace', `sharing the node's ${what} namespace is not allowed (it breaks the sandbox)`);
-  }
-  if (spec.shareProcessNamespace === true) {
-    ctx.deny('spec.shareProcessNamespace', 'share-process-namespace', 'a shared process namespace would let the workspace see the credential proxy\'s processes');
-  }
-  if (spec.automountServiceAccountToken === true) {
-    ctx.deny('spec.automountServiceAccountToken', 'service-account-token', 'must not be true: the workspace must not hold the Pod\'s Kubernetes API token');
-  }
-  const podSc = (isObject(spec.securityContext) ? spec.securityContext : {}) as Json;
-  checkSecurityContextValues(ctx, podSc, 'spec.securityContext', config);
-  if (podSc.fsGroup === 0) ctx.deny('spec.securityContext.fsGroup', 'run-as-root', 'must not be 0 (root group)');
-  volumes.forEach((v) => {
-    const i = asArray(spec.volumes).indexOf(v);
-    if (v.hostPath !== undefined && v.hostPath !== null) ctx.deny(`spec.volumes[${i}]`, 'host-path', `hostPath volume ${JSON.stringify(v.name)} is not allowed (it exposes the node's filesystem)`);
-  });
 
   // --- 4. Annotations the creator may set. ---------------------------------------------------------
   const wantedRuntime = resolveRuntime(ctx, annotations, config);
@@ -257,31 +220,24 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
     for (const m of asArray(oldSidecar.volumeMounts)) if (moveVolumes.has(m.name as string) && volumeByName.has(m.name as string)) movedMounts.set(m.name as string, m);
   }
 
-  const noProxy = [...LOOPBACK_NO_PROXY, ...config.workspace.noProxy].join(',');
+  const noProxy = noProxyOf(config);
   let usesTmp = false;
   let usesWorkspaceVolume = false;
   for (const c of appContainers) {
-    const path = containerPaths.get(c)!;
     const isWorkspace = c === workspace;
-    checkContainer(ctx, c, path, podSc, config);
-    // Env: credentials move, secrets are refused, the proxy and its CA come in.
+    hardenContainer(c, podSc, config);
+    // Env: credentials move, the proxy and its CA come in.
     const env: Json[] = [];
-    asArray(c.env).forEach((e, i) => {
+    for (const e of asArray(c.env)) {
       const name = e.name as string;
       if (moveEnv.has(name)) {
         if (!moved.has(name)) moved.set(name, e);
         ctx.notes.push(`moved env ${name} from container ${c.name} to ${CONTAINER_PROXY}`);
-        return;
+        continue;
       }
       if (copyEnv.has(name) && !copied.has(name)) copied.set(name, e);
-      if (isObject(e.valueFrom) && e.valueFrom.secretKeyRef != null) {
-        ctx.deny(`${path}.env[${i}].valueFrom.secretKeyRef`, 'secret-env', `env ${name} comes from a Secret; the workspace holds no secrets (give the credential to the proxy instead)`);
-      }
       env.push(e);
-    });
-    asArray(c.envFrom).forEach((e, i) => {
-      if (e.secretRef != null) ctx.deny(`${path}.envFrom[${i}].secretRef`, 'secret-env', 'env from a Secret is not allowed in the workspace');
-    });
+    }
     c.env = env;
     for (const [name, value] of [
       ['HTTP_PROXY', PROXY_URL], ['HTTPS_PROXY', PROXY_URL], ['http_proxy', PROXY_URL], ['https_proxy', PROXY_URL],
@@ -292,22 +248,17 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
       ...(isWorkspace ? [['AGENT_LISTEN_MODE', 'tcp'], ['AGENT_PORT', String(PORTS.agent)]] : []),
     ] as const) setEnv(c, name, value);
 
-    // Mounts: secrets refused, credential tokens move, the shared dir (read-only) and scratch space come in.
+    // Mounts: credential tokens move, the shared dir (read-only) and scratch space come in.
     const mounts: Json[] = [];
-    asArray(c.volumeMounts).forEach((m, i) => {
+    for (const m of asArray(c.volumeMounts)) {
       const name = m.name as string;
-      const vol = volumeByName.get(name);
-      if (moveVolumes.has(name) && vol) {
+      if (moveVolumes.has(name) && volumeByName.has(name)) {
         if (!movedMounts.has(name)) movedMounts.set(name, m);
         ctx.notes.push(`moved the mount of volume ${name} from container ${c.name} to ${CONTAINER_PROXY}`);
-        return;
-      }
-      if (vol) checkMountedVolume(ctx, vol, `${path}.volumeMounts[${i}]`);
-      if (normPath(m.mountPath as string) === SHARED_DIR) {
-        ctx.deny(`${path}.volumeMounts[${i}].mountPath`, 'reserved-path', `${SHARED_DIR} is reserved for the proxy's CA files`);
+        continue;
       }
       mounts.push(m);
-    });
+    }
     const mountedAt = (dir: string) => mounts.some((m) => normPath(m.mountPath as string) === dir);
     mounts.push({ name: VOLUME_SHARED, mountPath: SHARED_DIR, readOnly: true });
     if (!mountedAt(TMP_DIR)) {
@@ -320,7 +271,7 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
     }
     c.volumeMounts = mounts;
 
-    applyResources(ctx, c, path, config);
+    applyResources(ctx, c, containerPath.get(c)!, config);
     if (isWorkspace) {
       const ports = (c.ports = Array.isArray(c.ports) ? [...c.ports as Json[]] : []) as Json[];
       if (!ports.some((p) => p.containerPort === PORTS.agent)) {
@@ -343,8 +294,8 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
     movedMounts: [...movedMounts.values()],
   });
 
-  if (ctx.violations.length > 0) {
-    const v = ctx.violations;
+  if (ctx.list.length > 0) {
+    const v = ctx.list;
     const message = v.length === 1 ? v[0]!.message : `${v.length} problems: ${v.map((x) => x.message).join('; ')}`;
     return { denied: true, code: 403, message, violations: v };
   }
@@ -398,37 +349,67 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
   return { pod, warnings: ctx.warnings, notes: ctx.notes };
 }
 
-// ---------------------------------------------------------------------------------------------
-
-function checkSecurityContextValues(ctx: Context, sc: Json, path: string, config: InjectionConfig): void {
-  if (sc.privileged === true) ctx.deny(`${path}.privileged`, 'privileged', 'privileged containers are not allowed (gVisor cannot run them and they break isolation)');
-  if (sc.allowPrivilegeEscalation === true) ctx.deny(`${path}.allowPrivilegeEscalation`, 'privilege-escalation', 'must be false');
-  if (sc.runAsUser === 0) ctx.deny(`${path}.runAsUser`, 'run-as-root', 'must not be 0 (root)');
-  if (sc.runAsGroup === 0) ctx.deny(`${path}.runAsGroup`, 'run-as-root', 'must not be 0 (root group)');
-  if (sc.runAsNonRoot === false) ctx.deny(`${path}.runAsNonRoot`, 'run-as-root', 'must be true');
-  if (sc.readOnlyRootFilesystem === false) ctx.deny(`${path}.readOnlyRootFilesystem`, 'writable-root', 'must be true (write to /workspace or /tmp)');
-  if (sc.procMount === 'Unmasked') ctx.deny(`${path}.procMount`, 'proc-mount', 'Unmasked /proc is not allowed');
-  for (const k of ['seccompProfile', 'appArmorProfile']) {
-    const profile = sc[k];
-    if (isObject(profile) && profile.type === 'Unconfined') ctx.deny(`${path}.${k}.type`, 'unconfined', 'Unconfined is not allowed');
+/**
+ * UPDATE and the pods/ephemeralcontainers subresource, for a Pod this webhook injected. After
+ * creation a Pod's spec is immutable but for container images, a lower activeDeadlineSeconds and
+ * new ephemeral containers (`kubectl debug`): a new ephemeral container gets the same rules and
+ * security defaults as any other (it shares the Pod's network namespace, so it reaches the proxy's
+ * ports), and the sidecar's image may change only to the config's.
+ */
+export function injectUpdate(input: unknown, old: unknown, config: InjectionConfig, options: InjectOptions = {}): InjectResult {
+  const shape = checkPodShape(input);
+  if (shape.length > 0) {
+    const violations = shape.map((p): Violation => ({ field: p.field, rule: 'pod-shape', message: `${p.field}: ${p.message}` }));
+    return { denied: true, code: 400, message: `not a valid Pod: ${violations.map((v) => v.message).join('; ')}`, violations };
   }
-  if (isObject(sc.windowsOptions) && sc.windowsOptions.hostProcess === true) ctx.deny(`${path}.windowsOptions.hostProcess`, 'host-namespace', 'host processes are not allowed');
-  if (isObject(sc.capabilities) && Array.isArray(sc.capabilities.add)) {
-    const allowed = new Set(config.workspace.capabilities);
-    (sc.capabilities.add as string[]).forEach((cap, i) => {
-      if (!allowed.has(normCap(cap))) {
-        ctx.deny(`${path}.capabilities.add[${i}]`, 'capability', `capability ${cap} is not allowed (allowed: ${[...allowed].join(', ') || 'none'})`);
-      }
+  const src = input as Json;
+  const namespace = options.namespace || ((isObject(src.metadata) ? src.metadata.namespace : undefined) as string | undefined) || '';
+  if (!options.ignoreNamespaces && config.namespaces.length > 0 && !config.namespaces.includes(namespace)) {
+    return { pod: src, warnings: [], notes: [], skipped: 'namespace not served' };
+  }
+  if (readStatus(src) === undefined) return { pod: src, warnings: [], notes: [], skipped: 'not injected by this webhook' };
+  const ctx = new Context();
+  const spec = { ...(src.spec as Json) };
+  const pod: Json = { ...src, spec };
+  const oldSpec = (isObject(old) && isObject(old.spec) ? old.spec : {}) as Json;
+  const sidecar = asArray(spec.initContainers)[0];
+  const oldSidecar = asArray(oldSpec.initContainers)[0];
+  if (sidecar?.name === CONTAINER_PROXY && oldSidecar?.name === CONTAINER_PROXY && sidecar.image !== oldSidecar.image && sidecar.image !== config.sidecar.image) {
+    ctx.deny('spec.initContainers[0].image', 'sidecar-image', `the ${CONTAINER_PROXY} sidecar's image may change only to ${config.sidecar.image}`);
+  }
+  const existing = new Set(asArray(oldSpec.ephemeralContainers).map((c) => c.name));
+  const volumeByName = new Map(asArray(spec.volumes).map((v) => [v.name as string, v]));
+  const podSc = (isObject(spec.securityContext) ? spec.securityContext : {}) as Json;
+  const moveEnv = new Set(config.credentials.moveEnv);
+  spec.ephemeralContainers = asArray(spec.ephemeralContainers).map((c, i) => {
+    if (existing.has(c.name)) return c;
+    const path = `spec.ephemeralContainers[${i}]`;
+    const copy = { ...c };
+    checkContainer(ctx, copy, path, volumeByName, config);
+    asArray(copy.volumeMounts).forEach((m, j) => {
+      if (SIDECAR_ONLY_VOLUMES.includes(m.name as string)) ctx.deny(`${path}.volumeMounts[${j}]`, 'reserved-volume', `${m.name as string} is the sidecar's alone`);
+      if (m.name === VOLUME_SHARED && m.readOnly !== true) ctx.deny(`${path}.volumeMounts[${j}].readOnly`, 'reserved-volume', `${VOLUME_SHARED} is read-only outside the sidecar`);
     });
+    asArray(copy.env).forEach((e, j) => {
+      if (moveEnv.has(e.name as string)) ctx.deny(`${path}.env[${j}]`, 'credential-env', `${e.name as string} carries a credential; only the sidecar may hold it`);
+    });
+    hardenContainer(copy, podSc, config);
+    ctx.notes.push(`hardened ephemeral container ${c.name as string}`);
+    return copy;
+  });
+  if (asArray(src.spec && (src.spec as Json).ephemeralContainers).length === 0) delete spec.ephemeralContainers;
+  if (ctx.list.length > 0) {
+    const v = ctx.list;
+    return { denied: true, code: 403, message: v.length === 1 ? v[0]!.message : `${v.length} problems: ${v.map((x) => x.message).join('; ')}`, violations: v };
   }
+  return { pod, warnings: ctx.warnings, notes: ctx.notes };
 }
 
-function checkContainer(ctx: Context, c: Json, path: string, podSc: Json, config: InjectionConfig): void {
+// ---------------------------------------------------------------------------------------------
+
+/** Absent security values → the defaults (the rules have refused weaker ones already). */
+function hardenContainer(c: Json, podSc: Json, config: InjectionConfig): void {
   const sc = (c.securityContext = isObject(c.securityContext) ? { ...c.securityContext } : {}) as Json;
-  checkSecurityContextValues(ctx, sc, `${path}.securityContext`, config);
-  asArray(c.ports).forEach((p, i) => {
-    if (typeof p.hostPort === 'number' && p.hostPort !== 0) ctx.deny(`${path}.ports[${i}].hostPort`, 'host-port', 'host ports are not allowed');
-  });
   // Absent → the default. A Pod-level value (already checked) is inherited instead.
   inheritOrDefault(sc, podSc, 'runAsUser', config.workspace.runAsUser);
   inheritOrDefault(sc, podSc, 'runAsGroup', config.workspace.runAsGroup);
@@ -445,24 +426,6 @@ function checkContainer(ctx: Context, c: Json, path: string, podSc: Json, config
 /** Defaults that a Pod-level securityContext value also satisfies. */
 function inheritOrDefault(sc: Json, podSc: Json, key: string, value: unknown): void {
   if (sc[key] === undefined && podSc[key] === undefined) sc[key] = value;
-}
-
-function checkMountedVolume(ctx: Context, vol: Json, path: string): void {
-  const name = JSON.stringify(vol.name);
-  if (vol.secret != null) {
-    ctx.deny(path, 'secret-volume', `Secret volume ${name} may not be mounted into the workspace (give the credential to the proxy instead)`);
-    return;
-  }
-  if (isObject(vol.csi) && vol.csi.driver === 'secrets-store.csi.k8s.io') {
-    ctx.deny(path, 'secret-volume', `secrets-store CSI volume ${name} may not be mounted into the workspace`);
-    return;
-  }
-  if (isObject(vol.projected)) {
-    for (const s of asArray(vol.projected.sources)) {
-      if (s.secret != null) return ctx.deny(path, 'secret-volume', `projected volume ${name} carries a Secret; it may not be mounted into the workspace`);
-      if (s.serviceAccountToken != null) return ctx.deny(path, 'service-account-token', `projected volume ${name} carries a service account token; it may not be mounted into the workspace`);
-    }
-  }
 }
 
 function applyResources(ctx: Context, c: Json, path: string, config: InjectionConfig): void {

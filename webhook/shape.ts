@@ -140,7 +140,7 @@ export function checkPodShape(pod: unknown): ShapeProblem[] {
   if (!ch.object(pod.spec, 'spec', true)) return ch.problems;
   const spec = pod.spec;
   const names = new Set<string>();
-  for (const list of ['containers', 'initContainers'] as const) {
+  for (const list of ['containers', 'initContainers', 'ephemeralContainers'] as const) {
     if (!ch.array(spec[list], `spec.${list}`)) {
       if (list === 'containers') ch.fail('spec.containers', 'must list at least one container');
       continue;

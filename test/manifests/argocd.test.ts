@@ -108,9 +108,11 @@ for (const env of GITOPS) {
     const whitelist = (project.spec.clusterResourceWhitelist as Json[]).map((r) => `${r.group}/${r.kind}`).sort();
     t.same(clusterScoped.filter((k) => !whitelist.includes(k)), [], 'every cluster-scoped kind is allowed (Argo CD refuses the sync otherwise)');
     const namespaces = [...new Set(objects.map((o) => o.metadata.namespace).filter((n): n is string => n !== undefined))].sort();
-    const allowed = (project.spec.destinations as Json[]).map((d) => d.namespace);
-    t.same(namespaces.filter((n) => !allowed.includes(n)), [], 'every namespace is a destination');
-    t.ok(allowed.every((n) => Object.values(NAMESPACES).includes(n)), 'and only the product\'s namespaces');
+    // Argo CD destination namespaces are globs.
+    const allowed = (project.spec.destinations as Json[]).map((d) => new RegExp(`^${String(d.namespace).split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`));
+    t.same(namespaces.filter((n) => !allowed.some((re) => re.test(n))), [], 'every namespace is a destination');
+    t.ok(allowed.every((re) => Object.values(NAMESPACES).some((n) => re.test(n))), 'and each destination is one of the product\'s namespaces');
+    t.notOk(allowed.some((re) => re.test('kube-system') || re.test('argocd') || re.test('default')), 'never kube-system, argocd or default');
   });
 
   t.test(`${env}: sync waves: CRDs and namespaces, fences, issuers, the webhook, admission, then workloads`, { skip }, async (t) => {

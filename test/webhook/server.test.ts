@@ -184,3 +184,27 @@ t.test('curl, a real client outside Node, gets the same answers', { skip: spawnS
   t.equal(wrong.code, '415');
   t.match(JSON.parse(wrong.out), { response: { status: { code: 415 } } });
 });
+
+t.test('kubectl debug (pods/ephemeralcontainers) on an injected Pod: hardened, or refused with the field', async (t) => {
+  const webhook = await startWebhook(t, { injection: config });
+  const injected = inject(pod(), config);
+  if (injected.denied) throw new Error(injected.message);
+  const before = injected.pod as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const debug = (container: Record<string, unknown>) => ({ ...structuredClone(before), spec: { ...structuredClone(before.spec), ephemeralContainers: [container] } });
+
+  const plain = await webhook.post(podReview(debug({ name: 'dbg', image: 'busybox' }), { operation: 'UPDATE', subResource: 'ephemeralcontainers', oldObject: before }));
+  t.equal(plain.json().response?.allowed, true);
+  const patched = jsonpatch.applyPatch(debug({ name: 'dbg', image: 'busybox' }), patchOf(plain.json()) as jsonpatch.Operation[], false, false).newDocument;
+  t.match(patched.spec.ephemeralContainers[0].securityContext, {
+    runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' },
+  });
+
+  const keys = await webhook.post(podReview(debug({ name: 'dbg', image: 'busybox', env: [{ name: 'AWS_SECRET_ACCESS_KEY', value: 'x' }] }),
+    { operation: 'UPDATE', subResource: 'ephemeralcontainers', oldObject: before }));
+  t.match(keys.json().response, { allowed: false, status: { code: 403, message: /spec\.ephemeralContainers\[0\]\.env\[0\]/ } });
+
+  const swapped = structuredClone(before);
+  swapped.spec.initContainers[0].image = 'evil.example/proxy:1';
+  const swap = await webhook.post(podReview(swapped, { operation: 'UPDATE', oldObject: before }));
+  t.match(swap.json().response, { allowed: false, status: { message: /spec\.initContainers\[0\]\.image/ } });
+});
