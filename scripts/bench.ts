@@ -10,6 +10,7 @@ const BENCHES = [
   { name: 'agent', file: 'test/bench/agent.ts', peers: ['socat'] },
   { name: 'proxy', file: 'test/bench/proxy.ts', peers: ['squid', 'tinyproxy'] },
   { name: 'intercept', file: 'test/bench/intercept.ts', peers: ['mitmdump'] },
+  { name: 'sdk', file: 'test/bench/sdk.ts', peers: [] },
 ] as const;
 
 const root = fileURLToPath(new URL('../', import.meta.url));
