@@ -151,7 +151,7 @@ export interface CompiledRule {
 
 export type RuleSource = 'env' | 'file' | 'global' | 'api';
 
-export function compileRule(rule: RuleSpec, source: RuleSource, catalog: CredentialCatalog): CompiledRule {
+export function compileRule(rule: RuleSpec, source: RuleSource, catalog: CredentialCatalog = new Map()): CompiledRule {
   const patterns = rule.hosts.map((h) => {
     const p = parseHostPattern(h);
     if (p.kind === 'invalid') throw new WorkspaceSandboxError('WS_ERR_VALIDATION', `rule ${rule.id}: host ${h}: ${p.reason}`);
