@@ -127,4 +127,6 @@ export const REDIS_RULES_READER_USER = 'ws-rules-reader';
 export const REDIS_RULES_WRITER_USER = 'ws-rules-writer';
 /** Secret (key `password`) with the reader's password, mounted into the sidecar only. */
 export const REDIS_RULES_READER_SECRET = 'workspace-sandbox-redis-rules-reader';
+/** Secret (key `password`) with the writer's password, in `backend` only (the publisher's). */
+export const REDIS_RULES_WRITER_SECRET = 'workspace-sandbox-redis-rules-writer';
 export const REDIS_PASSWORD_KEY = 'password';
