@@ -120,8 +120,6 @@ export const PROXY_ENV = Object.freeze({
   redisPasswordFile: 'REDIS_PASSWORD_FILE',
   redisCaFile: 'REDIS_CA_FILE',
 });
-/** Mount path of the sidecar-only, memory-backed emptyDir (rule state; the CA survives there too). */
-export const PROXY_STATE_DIR = '/var/run/workspace-sandbox-proxy';
 /** Redis ACL users of the rule sets: sidecars read, the backend writes (manifests/redis/users.acl.template). */
 export const REDIS_RULES_READER_USER = 'ws-rules-reader';
 export const REDIS_RULES_WRITER_USER = 'ws-rules-writer';
