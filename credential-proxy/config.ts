@@ -106,7 +106,7 @@ export const PROXY_ENV_HELP: Readonly<Record<keyof ProxyEnv, string>> = {
   RULES_TOKEN_FILE: 'development only (npm start): static bearer tokens for /rules, one per line ("id:token" or a bare token); refused with POD_TOKEN_PUBLIC_KEYS_FILE',
   RULES_ALLOW_UNAUTHENTICATED: 'development only: allow /rules writes when no token file is set (false)',
   RULES_SCOPE: 'this pod\'s UID (downward API): the subject of its /rules tokens and the key of its rule set in Redis (required with REDIS_URL or POD_TOKEN_PUBLIC_KEYS_FILE)',
-  RULES_STATE_DIR: 'directory on a sidecar-only memory-backed volume where the enforced rule sets survive a sidecar restart (unset: memory only)',
+  RULES_STATE_DIR: 'directory on a sidecar-only memory-backed volume where the enforced rule sets and their version survive a sidecar restart (unset: a restarted sidecar starts empty at version 0)',
   RULES_REDIS_PREFIX: 'Redis key prefix of the rule sets and their channels (workspace-sandbox:rules)',
   REDIS_URL: 'redis:// or rediss:// (TLS) URL where the backend publishes signed rule sets; no password in it (default: no Redis)',
   REDIS_USERNAME: `Redis ACL user the proxy reads as (${REDIS_RULES_READER_USER}, read-only)`,

@@ -2,6 +2,7 @@
 // plus signed sets from Redis when REDIS_URL is set.
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
+import { Counter, type Registry } from 'prom-client';
 import { WorkspaceSandboxError } from '../lib/errors.ts';
 import type { ProxyConfig } from './config.ts';
 import { RuleSetVerifier } from './rule-set-signature.ts';
@@ -10,12 +11,17 @@ import { RuleStateFile } from './rules-state-file.ts';
 import { MemoryRulesStore, type RulesStore } from './rules-store.ts';
 import { RedisRulesStore } from './rules-store-redis.ts';
 
-export function createRulesStore(config: ProxyConfig, logger: Logger): RulesStore {
+export function createRulesStore(config: ProxyConfig, logger: Logger, registry?: Registry): RulesStore {
   // Sets from Redis and from the state file pass the same checks as a PUT: the credentials they
   // name must be declared here, for hosts their declarations allow.
   const validate = (rules: unknown, source: string) => validateRules(rules, source, new Set(), config.credentials);
   const stateFile = config.RULES_STATE_DIR ? new RuleStateFile(config.RULES_STATE_DIR, config.rulesScope, validate) : undefined;
   if (!config.REDIS_URL) return new MemoryRulesStore(config.rulesScope, stateFile ? { stateFile } : {});
+  // A rejected set is someone writing Redis who should not (or a backend/sidecar mismatch): alert on it.
+  const rejected = registry && new Counter({
+    name: 'rules_sets_rejected_total', labelNames: ['set'], registers: [registry],
+    help: 'Rule sets found in Redis and ignored: bad or unknown signature, another pod\'s, expired, or rules this sidecar cannot enforce',
+  });
   return new RedisRulesStore({
     url: config.REDIS_URL,
     username: config.REDIS_USERNAME,
@@ -27,6 +33,7 @@ export function createRulesStore(config: ProxyConfig, logger: Logger): RulesStor
     verifier: new RuleSetVerifier(config.POD_TOKEN_PUBLIC_KEYS_FILE!),
     validate,
     stateFile,
+    ...(rejected ? { onRejected: (set: 'scope' | 'global') => rejected.inc({ set }) } : {}),
   });
 }
 

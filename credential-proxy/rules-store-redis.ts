@@ -43,6 +43,8 @@ export interface RedisRulesStoreOptions extends RedisConnectionOptions {
   stateFile?: RuleStateFile | undefined;
   /** How long start() waits for the first sync before serving without Redis. */
   startTimeoutMs?: number;
+  /** Called for every set found in Redis and not trusted (metrics). */
+  onRejected?: (set: 'scope' | 'global') => void;
 }
 
 export const ruleSetKeys = (prefix: string, scope: string) => ({ scope: `${prefix}:scope:${scope}`, global: `${prefix}:global` });
@@ -165,6 +167,7 @@ export class RedisRulesStore extends MemoryRulesStore {
     }
     if (problem !== undefined) {
       this.#rejected++;
+      this.#opts.onRejected?.(set);
       this.#opts.logger.error({ key, reason: problem }, 'ignored a rule set in Redis that this proxy does not trust; the rules in force are unchanged');
     } else if (applied) {
       this.#opts.logger.info({ key, set, version: set === 'global' ? this.global().version : this.scoped().version }, 'applied a published rule set');

@@ -95,6 +95,7 @@ t.test('a tampered, foreign, replayed or unsigned rule set in Redis is ignored b
     t.equal((await versionOf(p, token)).version, v2.version, `${what}: the version in force is unchanged`);
   }
   t.equal(await connectOutcome(p, 'ok2.test'), 'allowed', 'the backend\'s set is still in force');
+  t.match(await (await fetch(`${p.adminUrl}/metrics`)).text(), new RegExp(`rules_sets_rejected_total\\{[^}]*set="scope"[^}]*\\} ${rejected}`), 'counted for alerting');
   t.match(p.storeLogs.text(), /bad signature/);
   t.match(p.storeLogs.text(), /signed by an unknown key/);
   t.match(p.storeLogs.text(), /signed for scope pod-b/);
