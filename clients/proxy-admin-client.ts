@@ -10,12 +10,6 @@ import type { ErrorCode } from '../lib/errors.ts';
 
 // ---- Wire types (openapi/proxy-admin.yaml, components.schemas) ----------------------------------
 
-export type SecretSource = { env: string } | { file: string } | { literal: string };
-
-export type CredentialSpec =
-  | { type: 'header'; name: string; value: SecretSource; format?: string }
-  | { type: 'aws-sigv4'; service: string; region: string };
-
 export interface Rule {
   id: string;
   hosts: string[];
@@ -23,7 +17,8 @@ export interface Rule {
   methods?: string[];
   paths?: string[];
   allowPrivate?: boolean;
-  credentials?: CredentialSpec;
+  /** Name of a credential declared in the sidecar's CREDENTIALS_FILE; only for hosts it allows. */
+  credential?: string;
 }
 
 export interface RuleSet {
@@ -46,6 +41,8 @@ export interface StoreStatus {
   up: boolean;
   synced: boolean;
   scope: string;
+  stateFile?: string;
+  rejectedSets?: number;
   lastError?: string;
   lastSyncAt?: string;
 }

@@ -14,8 +14,9 @@ import { PROXY_ADMIN_PATHS } from '../lib/constants.ts';
 import { errorBody, toWorkspaceSandboxError, WorkspaceSandboxError } from '../lib/errors.ts';
 import { readBody } from '../lib/http.ts';
 import { metricsHandler } from '../lib/metrics.ts';
-import { bearerToken, type TokenFile } from './auth.ts';
-import { redactRule, ruleSchema, RuleSetError, validateRules, type Rule } from './rules.ts';
+import { bearerToken, type RulesAuth } from './auth.ts';
+import type { CredentialCatalog } from './credential-catalog.ts';
+import { ruleSchema, RuleSetError, validateRules, type RuleSpec } from './rules.ts';
 import type { RulesStore, RuleSetSnapshot } from './rules-store.ts';
 
 export interface ReadinessReport {
@@ -27,11 +28,14 @@ export interface AdminDeps {
   logger: Logger;
   registry: Registry;
   store: RulesStore;
-  tokens: TokenFile | undefined;
+  /** Per-pod tokens, or static ones in development; undefined: no token configured. */
+  auth: RulesAuth | undefined;
+  /** Declared credentials: rules may name only these, for their hosts. */
+  credentials: CredentialCatalog;
   allowUnauthenticatedWrites: boolean;
   /** Ids taken by env, file and global rules (API rules may not reuse them). */
   reservedIds: () => ReadonlySet<string>;
-  staticRules: () => { env: readonly Rule[]; file: readonly Rule[] };
+  staticRules: () => { env: readonly RuleSpec[]; file: readonly RuleSpec[] };
   readiness: () => Promise<ReadinessReport>;
 }
 
@@ -46,7 +50,7 @@ export function parseIfMatch(header: string | undefined): number | undefined {
 }
 
 function view(snapshot: RuleSetSnapshot) {
-  return { version: snapshot.version, rules: snapshot.rules.map(redactRule) };
+  return { version: snapshot.version, rules: snapshot.rules };
 }
 
 /** Largest /rules body accepted (a rule set is a few KiB; 1 MiB leaves room for thousands of rules). */
@@ -93,28 +97,28 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
   const metrics = metricsHandler(deps.registry);
   const rulesPrefix = `${PROXY_ADMIN_PATHS.rules}/`;
 
-  /** Who is calling, for the audit; 'unauthenticated' only when no token file is configured. */
-  const authenticate = (req: IncomingMessage, res: ServerResponse, write: boolean): string => {
-    if (!deps.tokens) {
+  /** Who is calling, for the audit; 'unauthenticated' only when no token is configured. */
+  const authenticate = async (req: IncomingMessage, res: ServerResponse, write: boolean): Promise<string> => {
+    if (!deps.auth) {
       if (write && !deps.allowUnauthenticatedWrites) {
         throw new WorkspaceSandboxError('WS_ERR_FORBIDDEN', 'rule changes are disabled: no RULES_TOKEN_FILE is configured (RULES_ALLOW_UNAUTHENTICATED=true allows them in development)');
       }
       return 'unauthenticated';
     }
     const token = bearerToken(req.headers.authorization);
-    const id = token === undefined ? undefined : deps.tokens.verify(token);
-    if (id === undefined) {
+    const result = token === undefined ? { ok: false as const, reason: 'a bearer token is required' } : await deps.auth.verify(token);
+    if (!result.ok) {
       res.setHeader('www-authenticate', 'Bearer realm="workspace-sandbox proxy rules"');
-      throw new WorkspaceSandboxError('WS_ERR_UNAUTHORIZED', token === undefined ? 'a bearer token is required' : 'invalid bearer token');
+      throw new WorkspaceSandboxError('WS_ERR_UNAUTHORIZED', token === undefined ? result.reason : `invalid bearer token: ${result.reason}`);
     }
-    return id;
+    return result.who;
   };
 
   const sendRules = (res: ServerResponse, snapshot: RuleSetSnapshot, status = 200) => {
     sendJson(res, status, {
       ...view(snapshot),
       global: view(deps.store.global()),
-      static: { env: deps.staticRules().env.map(redactRule), file: deps.staticRules().file.map(redactRule) },
+      static: { env: deps.staticRules().env, file: deps.staticRules().file },
     }, { etag: `"${snapshot.version}"` });
   };
 
@@ -143,7 +147,7 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
       res.setHeader('allow', 'GET, HEAD, PUT, POST'); // RFC 9110 §15.5.6: a 405 names what is allowed
       throw new WorkspaceSandboxError('WS_ERR_METHOD_NOT_ALLOWED', 'use GET, PUT or POST on /rules, DELETE on /rules/<id>');
     }
-    const who = authenticate(req, res, method !== 'GET' && method !== 'HEAD');
+    const who = await authenticate(req, res, method !== 'GET' && method !== 'HEAD');
     if (expectsContinue) res.writeContinue();
     const body = await readJson(req);
     if (id !== undefined) {
@@ -160,7 +164,7 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
       const ifMatch = parseIfMatch(header(req, 'if-match'));
       const list = Array.isArray(body) ? body : (body as { rules?: unknown } | null | undefined)?.rules;
       if (!Array.isArray(list)) throw new WorkspaceSandboxError('WS_ERR_VALIDATION', 'body must be a list of rules or { "rules": [...] }');
-      const next = validateRules(list, 'PUT /rules', deps.reservedIds());
+      const next = validateRules(list, 'PUT /rules', deps.reservedIds(), deps.credentials);
       const { before, after } = await deps.store.write(() => next, ifMatch);
       audit(who, 'replace', before, after);
       return sendRules(res, after);
@@ -170,7 +174,7 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
     if (!parsed.success) {
       // Validated as a one-rule set to list every problem; the body is one rule, so its fields are named without the `[0]`.
       try {
-        validateRules([body], 'POST /rules');
+        validateRules([body], 'POST /rules', new Set(), deps.credentials);
       } catch (err) {
         if (err instanceof RuleSetError) throw new RuleSetError('POST /rules', err.problems.map((p) => ({ ...p, field: p.field.replace(/^\[0\]\.?/, '') || '(body)' })));
         throw err;
@@ -179,7 +183,7 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
     const rule = parsed.data!;
     const { before, after } = await deps.store.write((current) => {
       if (current.some((r) => r.id === rule.id)) throw new WorkspaceSandboxError('WS_ERR_CONFLICT', `rule ${rule.id} already exists; PUT /rules to replace the set`);
-      return validateRules([...current, rule], 'POST /rules', deps.reservedIds());
+      return validateRules([...current, rule], 'POST /rules', deps.reservedIds(), deps.credentials);
     }, ifMatch);
     audit(who, 'add', before, after);
     return sendRules(res, after, 201);

@@ -1,10 +1,52 @@
 // Bearer tokens for /rules. The workspace shares the Pod's network namespace and can reach the
-// admin port, so every rule change needs a token the workspace never sees (the file is mounted
-// only into the sidecar). Comparison is constant-time over fixed-length digests, and every
-// configured token is compared, so neither length nor position leaks through timing.
+// admin port, so every rule change needs a token the workspace cannot have.
+//
+// In a cluster that is a per-pod token (lib/pod-token.ts): an Ed25519-signed JWT for purpose
+// `rules` and this pod's UID (RULES_SCOPE), minted by the backend, verified here with public keys
+// (POD_TOKEN_PUBLIC_KEYS_FILE). The sidecar holds nothing that mints a token, and a token for one
+// pod opens no other pod. The static token file (RULES_TOKEN_FILE) remains for local development
+// (`npm start`), where there is one proxy and no backend key: one token for every pod it is
+// mounted into, so it is refused together with per-pod tokens.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { WorkspaceSandboxError } from '../lib/errors.ts';
+import { PodTokenVerifier } from '../lib/pod-token.ts';
+
+export type AuthResult = { ok: true; who: string } | { ok: false; reason: string };
+
+/** How /rules callers are checked. */
+export interface RulesAuth {
+  readonly mode: 'pod-token' | 'static-token';
+  verify(token: string): Promise<AuthResult>;
+  /** Values the logger must scrub. */
+  readonly secrets: readonly string[];
+}
+
+/** Per-pod tokens: purpose `rules`, subject this pod's UID. */
+export function podTokenAuth(publicKeysFile: string, podUid: string): RulesAuth {
+  const verifier = new PodTokenVerifier(publicKeysFile);
+  return {
+    mode: 'pod-token',
+    secrets: [],
+    async verify(token) {
+      const r = await verifier.verify(token, { purpose: 'rules', podUid });
+      return r.ok ? { ok: true, who: `pod-token:${r.keyId}` } : { ok: false, reason: r.reason };
+    },
+  };
+}
+
+/** Development only: the lines of RULES_TOKEN_FILE. */
+export function staticTokenAuth(path: string): RulesAuth {
+  const file = new TokenFile(path);
+  return {
+    mode: 'static-token',
+    get secrets() { return file.secrets; },
+    async verify(token) {
+      const id = file.verify(token);
+      return id === undefined ? { ok: false, reason: 'invalid bearer token' } : { ok: true, who: id };
+    },
+  };
+}
 
 export interface TokenEntry {
   /** Names the caller in the audit log; never the token itself. */

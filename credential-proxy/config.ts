@@ -3,8 +3,9 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { env, parseConfig, pickEnv, readConfigFile, ConfigError, type DeepReadonly } from '../lib/config.ts';
-import { PORTS, PROXY_LOOPBACK_HOST, SHARED_DIR } from '../lib/constants.ts';
-import { rulesFromAllowedDomains, validateRules, RuleSetError, type Rule } from './rules.ts';
+import { PORTS, PROXY_LOOPBACK_HOST, REDIS_RULES_READER_USER, SHARED_DIR } from '../lib/constants.ts';
+import { EMPTY_CATALOG, loadCredentialCatalog, type CredentialCatalog } from './credential-catalog.ts';
+import { rulesFromAllowedDomains, validateRules, RuleSetError, type RuleSpec } from './rules.ts';
 
 export const proxyEnvSchema = z.object({
   PROXY_HOST: env.string().default(PROXY_LOOPBACK_HOST),
@@ -17,15 +18,27 @@ export const proxyEnvSchema = z.object({
   ALLOWED_DOMAINS: env.list().default([]),
   /** YAML or JSON: a list of rules, or `{ rules: [...] }`. */
   RULES_FILE: env.string().optional(),
-  /** Bearer tokens for /rules, one per line (`id:token`, or a bare token). */
+  /** The credentials this sidecar may inject: name → source, header template, hosts (credential-catalog.ts). */
+  CREDENTIALS_FILE: env.string().optional(),
+  /** Ed25519 public keys (PEM) checking per-pod /rules tokens and rule sets signed by the backend. */
+  POD_TOKEN_PUBLIC_KEYS_FILE: env.string().optional(),
+  /** Development only: static bearer tokens for /rules, one per line (`id:token`, or a bare token). */
   RULES_TOKEN_FILE: env.string().optional(),
   /** Development only: allow /rules writes without a token when RULES_TOKEN_FILE is unset. */
   RULES_ALLOW_UNAUTHENTICATED: env.bool().default(false),
   /** The key of this pod's rule set in Redis (the webhook sets it to the pod UID). */
   RULES_SCOPE: env.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'must be 1-128 characters of letters, digits, ".", "_", ":", "-"').optional(),
-  /** Key prefix of the Redis rule sets and pub/sub channel. */
-  RULES_REDIS_PREFIX: env.string().default('workspace-sandbox:rules'),
+  /** Where the enforced rule sets are kept across a sidecar restart (a memory-backed volume only the sidecar mounts). */
+  RULES_STATE_DIR: env.string().optional(),
+  /** Key prefix of the Redis rule sets and their channels. */
+  RULES_REDIS_PREFIX: env.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'must be 1-64 characters of letters, digits, ".", "_", ":", "-"').default('workspace-sandbox:rules'),
   REDIS_URL: env.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
+  /** The Redis ACL user the proxy reads rule sets as (read-only). */
+  REDIS_USERNAME: env.string().default(REDIS_RULES_READER_USER),
+  /** File holding that user's password (a Secret mounted into the sidecar only). */
+  REDIS_PASSWORD_FILE: env.string().optional(),
+  /** CA bundle that signs the Redis server's certificate (rediss://). */
+  REDIS_CA_FILE: env.string().optional(),
   /** `name=address` pairs answered without DNS (like /etc/hosts); the answers are still SSRF-checked. */
   STATIC_HOSTS: env.list().pipe(z.array(z.string().regex(/^[A-Za-z0-9.-]+=[0-9A-Fa-f:.]+$/, 'each entry must be name=address'))
     .refine((l) => l.every((e) => isIP(e.slice(e.indexOf('=') + 1)) !== 0), 'each address must be an IPv4 or IPv6 literal')).default([]),
@@ -44,9 +57,22 @@ export const proxyEnvSchema = z.object({
   UPSTREAM_CONNECT_TIMEOUT_MS: env.int(100, 600_000).default(10_000),
   DRAIN_TIMEOUT_MS: env.int(0, 600_000).default(10_000),
 }).superRefine((c, ctx) => {
-  if (c.REDIS_URL && !c.RULES_SCOPE) {
-    // Without a scope every pod would share one rule set: refuse rather than guess.
-    ctx.addIssue({ code: 'custom', path: ['RULES_SCOPE'], message: 'is required with REDIS_URL (set it to the pod UID from the downward API)' });
+  if ((c.REDIS_URL || c.POD_TOKEN_PUBLIC_KEYS_FILE) && !c.RULES_SCOPE) {
+    // Without a scope every pod would share one rule set and accept every pod's tokens: refuse rather than guess.
+    ctx.addIssue({ code: 'custom', path: ['RULES_SCOPE'], message: `is required with ${c.REDIS_URL ? 'REDIS_URL' : 'POD_TOKEN_PUBLIC_KEYS_FILE'} (set it to the pod UID from the downward API)` });
+  }
+  if (c.REDIS_URL && !c.POD_TOKEN_PUBLIC_KEYS_FILE) {
+    ctx.addIssue({ code: 'custom', path: ['POD_TOKEN_PUBLIC_KEYS_FILE'], message: 'is required with REDIS_URL: rule sets from Redis are used only when their signature verifies' });
+  }
+  if (c.REDIS_URL && /^rediss?:\/\/[^/@]*:[^/@]*@/.test(c.REDIS_URL)) {
+    ctx.addIssue({ code: 'custom', path: ['REDIS_URL'], message: 'must not carry a password (it would show in the Pod spec): use REDIS_PASSWORD_FILE' });
+  }
+  if (c.REDIS_CA_FILE && !c.REDIS_URL?.startsWith('rediss://')) {
+    ctx.addIssue({ code: 'custom', path: ['REDIS_CA_FILE'], message: 'is only used with a rediss:// (TLS) REDIS_URL' });
+  }
+  if (c.RULES_TOKEN_FILE && c.POD_TOKEN_PUBLIC_KEYS_FILE) {
+    // A static token is one secret for every pod it is mounted into: it must not linger next to per-pod tokens.
+    ctx.addIssue({ code: 'custom', path: ['RULES_TOKEN_FILE'], message: 'is for local development only and cannot be combined with per-pod tokens (POD_TOKEN_PUBLIC_KEYS_FILE)' });
   }
   // Other pods must never be able to use the proxy as an open relay: loopback only.
   if (!/^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|localhost)$/.test(c.PROXY_HOST)) {
@@ -61,8 +87,10 @@ export type ProxyEnv = z.output<typeof proxyEnvSchema>;
 
 export interface ProxyConfig extends DeepReadonly<ProxyEnv> {
   /** Rules from ALLOWED_DOMAINS and RULES_FILE, validated. */
-  readonly staticRules: { readonly env: readonly Rule[]; readonly file: readonly Rule[] };
+  readonly staticRules: { readonly env: readonly RuleSpec[]; readonly file: readonly RuleSpec[] };
   readonly rulesScope: string;
+  /** The credentials of CREDENTIALS_FILE (empty without it: no rule can inject anything). */
+  readonly credentials: CredentialCatalog;
 }
 
 export const PROXY_ENV_HELP: Readonly<Record<keyof ProxyEnv, string>> = {
@@ -73,11 +101,17 @@ export const PROXY_ENV_HELP: Readonly<Record<keyof ProxyEnv, string>> = {
   ADMIN_PORT: `admin listener port (${PORTS.proxyAdmin}): /healthz /readyz /metrics /rules`,
   ALLOWED_DOMAINS: 'comma-separated hosts allowed as plain tunnels, e.g. api.example.com,*.example.org:8443',
   RULES_FILE: 'YAML/JSON rules file (a list of rules or { rules: [...] })',
-  RULES_TOKEN_FILE: 'bearer tokens for /rules, one per line ("id:token" or a bare token)',
+  CREDENTIALS_FILE: 'YAML/JSON file declaring the credentials rules may name: name → header or aws-sigv4, value source (env/file), the hosts it may be sent to',
+  POD_TOKEN_PUBLIC_KEYS_FILE: 'PEM file of Ed25519 public keys checking per-pod /rules tokens (purpose rules, subject RULES_SCOPE) and signed rule sets from Redis',
+  RULES_TOKEN_FILE: 'development only (npm start): static bearer tokens for /rules, one per line ("id:token" or a bare token); refused with POD_TOKEN_PUBLIC_KEYS_FILE',
   RULES_ALLOW_UNAUTHENTICATED: 'development only: allow /rules writes when no token file is set (false)',
-  RULES_SCOPE: 'key of this pod\'s rule set in Redis, the pod UID (required with REDIS_URL)',
-  RULES_REDIS_PREFIX: 'Redis key prefix and pub/sub channel of the rule sets (workspace-sandbox:rules)',
-  REDIS_URL: 'redis:// URL of the shared rules store (default: in-memory store)',
+  RULES_SCOPE: 'this pod\'s UID (downward API): the subject of its /rules tokens and the key of its rule set in Redis (required with REDIS_URL or POD_TOKEN_PUBLIC_KEYS_FILE)',
+  RULES_STATE_DIR: 'directory on a sidecar-only memory-backed volume where the enforced rule sets and their version survive a sidecar restart (unset: a restarted sidecar starts empty at version 0)',
+  RULES_REDIS_PREFIX: 'Redis key prefix of the rule sets and their channels (workspace-sandbox:rules)',
+  REDIS_URL: 'redis:// or rediss:// (TLS) URL where the backend publishes signed rule sets; no password in it (default: no Redis)',
+  REDIS_USERNAME: `Redis ACL user the proxy reads as (${REDIS_RULES_READER_USER}, read-only)`,
+  REDIS_PASSWORD_FILE: 'file holding the Redis user\'s password (a Secret mounted into the sidecar only)',
+  REDIS_CA_FILE: 'CA bundle that signs the Redis server certificate (rediss://); default: the system trust store',
   STATIC_HOSTS: 'name=address pairs answered without DNS, e.g. api.internal.test=10.1.2.3 (answers are still SSRF-checked)',
   CA_DIR: `where the CA certificate and bundle are written (${SHARED_DIR})`,
   UPSTREAM_CA_FILE: 'extra CA bundle trusted for upstream TLS (tests, private CAs)',
@@ -93,7 +127,7 @@ export const PROXY_ENV_HELP: Readonly<Record<keyof ProxyEnv, string>> = {
 
 const fileSchema = z.union([z.array(z.unknown()), z.object({ rules: z.array(z.unknown()) }).strict()]);
 
-function loadRulesFile(path: string, reserved: ReadonlySet<string>): Rule[] {
+function loadRulesFile(path: string, reserved: ReadonlySet<string>, catalog: CredentialCatalog): RuleSpec[] {
   const raw = readConfigFile(path);
   const shaped = fileSchema.safeParse(raw);
   if (!shaped.success) {
@@ -101,7 +135,7 @@ function loadRulesFile(path: string, reserved: ReadonlySet<string>): Rule[] {
   }
   const list = Array.isArray(shaped.data) ? shaped.data : shaped.data.rules;
   try {
-    return validateRules(list, `rules file ${path}`, reserved);
+    return validateRules(list, `rules file ${path}`, reserved, catalog);
   } catch (err) {
     if (err instanceof RuleSetError) throw new ConfigError(`rules file ${path}`, err.problems.map((p) => ({ ...p, field: `rules${p.field.startsWith('[') ? '' : '.'}${p.field}` })));
     throw err;
@@ -111,7 +145,7 @@ function loadRulesFile(path: string, reserved: ReadonlySet<string>): Rule[] {
 /** Parses `source` (default: the process environment) into the proxy's frozen config. */
 export function loadProxyConfig(source: Record<string, string | undefined> = process.env): ProxyConfig {
   const parsed = parseConfig(proxyEnvSchema, pickEnv(proxyEnvSchema, source), 'proxy environment');
-  let envRules: Rule[];
+  let envRules: RuleSpec[];
   try {
     envRules = rulesFromAllowedDomains(parsed.ALLOWED_DOMAINS);
   } catch (err) {
@@ -120,16 +154,18 @@ export function loadProxyConfig(source: Record<string, string | undefined> = pro
     }
     throw err;
   }
-  const fileRules = parsed.RULES_FILE ? loadRulesFile(parsed.RULES_FILE, new Set(envRules.map((r) => r.id))) : [];
+  const credentials = parsed.CREDENTIALS_FILE ? loadCredentialCatalog(parsed.CREDENTIALS_FILE) : EMPTY_CATALOG;
+  const fileRules = parsed.RULES_FILE ? loadRulesFile(parsed.RULES_FILE, new Set(envRules.map((r) => r.id)), credentials) : [];
   return Object.freeze({
     ...parsed,
     staticRules: Object.freeze({ env: Object.freeze(envRules), file: Object.freeze(fileRules) }),
     rulesScope: parsed.RULES_SCOPE ?? 'local',
+    credentials,
   });
 }
 
 /**
- * The environment `{ env: NAME }` credential sources read (header credentials in rules). Handed to
+ * The environment `{ env: NAME }` credential sources read (declared in CREDENTIALS_FILE). Handed to
  * the interceptor here so that no other module reads process.env.
  */
 export function credentialEnvironment(source: Record<string, string | undefined> = process.env): Readonly<Record<string, string | undefined>> {

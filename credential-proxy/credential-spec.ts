@@ -1,15 +1,18 @@
-// The `credentials` part of a proxy rule: what the proxy adds to an intercepted request.
-// Shared by the rule schema (validation, /rules API) and the interceptor (injection).
+// How a declared credential is injected into an intercepted request. Declared only in the
+// sidecar's CREDENTIALS_FILE (credential-catalog.ts); rules name a credential, never a spec.
 import { z } from 'zod';
 
 /** A header name per RFC 9110 token syntax; lower-cased so comparisons are exact. */
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be an HTTP header name').transform((s) => s.toLowerCase());
 
-/** Where a secret value comes from. `literal` exists for per-conversation credentials set through /rules. */
+/**
+ * Where a secret value comes from: the sidecar's environment or a file mounted into it. There is
+ * no literal form: a value that travels in a rule would be stored and replayed wherever the rule
+ * is (a store, a state file, a log), and could be steered by whoever writes rules.
+ */
 export const secretSourceSchema = z.union([
   z.object({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name') }).strict(),
   z.object({ file: z.string().startsWith('/', 'must be an absolute path') }).strict(),
-  z.object({ literal: z.string().min(1, 'must not be empty') }).strict(),
 ]);
 
 export const headerCredentialSchema = z.object({
@@ -17,7 +20,8 @@ export const headerCredentialSchema = z.object({
   name: headerName,
   value: secretSourceSchema,
   /** Template with `{value}`, e.g. `Bearer {value}`; default: the value alone. */
-  format: z.string().includes('{value}', { message: 'must contain {value}' }).optional(),
+  format: z.string().includes('{value}', { message: 'must contain {value}' })
+    .refine((f) => !/[\r\n\0]/.test(f), 'must not contain CR, LF or NUL (header injection)').optional(),
 }).strict();
 
 export const awsSigV4CredentialSchema = z.object({
@@ -31,11 +35,3 @@ export const credentialSpecSchema = z.discriminatedUnion('type', [headerCredenti
 
 export type CredentialSpec = z.output<typeof credentialSpecSchema>;
 export type SecretSource = z.output<typeof secretSourceSchema>;
-
-export const REDACTED_LITERAL = '[REDACTED]';
-
-/** The spec as GET /rules and logs show it: literal secret values never leave the process. */
-export function redactCredentialSpec(spec: CredentialSpec): CredentialSpec {
-  if (spec.type === 'header' && 'literal' in spec.value) return { ...spec, value: { literal: REDACTED_LITERAL } };
-  return spec;
-}

@@ -45,10 +45,10 @@ export class SecretReader {
   /** The current value; throws WS_ERR_UNAVAILABLE (naming the source, never a value) when there is none. */
   read(source: SecretSource): string {
     let value: string;
-    if ('literal' in source) value = source.literal;
-    else if ('env' in source) {
+    if ('env' in source) {
       const v = this.#env[source.env]?.trim();
       if (!v) throw unavailable(`environment variable ${source.env} is not set`);
+      if (/[\r\n\0]/.test(v)) throw unavailable(`environment variable ${source.env} holds more than one line`);
       value = v;
     } else value = this.#readFile(source.file);
     this.#secrets.add(value);
@@ -103,9 +103,4 @@ export function headerCredential(spec: HeaderCredential, reader: SecretReader): 
   const value = formatHeaderValue(spec, reader.read(spec.value));
   if (/[\r\n\0]/.test(value)) throw unavailable(`the ${spec.name} value contains a line break`);
   return { name: spec.name, value };
-}
-
-/** Registers the literal secret a rule carries, so it is scrubbed even before its first use. */
-export function registerRuleSecret(spec: CredentialSpec | undefined, secrets: SecretSet): void {
-  if (spec?.type === 'header' && 'literal' in spec.value) secrets.add(spec.value.literal);
 }

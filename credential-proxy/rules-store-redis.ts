@@ -1,230 +1,212 @@
-// Redis-backed rule sets: `<prefix>:scope:<scope>` (this pod's, a hash {version, rules}) and
-// `<prefix>:global` (an optional default set, written by the backend). A write goes to Redis
-// first (a Lua script: compare version, bump, store, publish, all atomic) and only then applies
-// locally; the pub/sub message on `<prefix>:changed` makes every other subscriber (a restarted
-// sidecar, another replica) reload.
+// Rule sets the backend publishes through Redis: `<prefix>:global` (the default set of every pod)
+// and `<prefix>:scope:<pod UID>` (one pod's set), each a hash {version, doc} where doc is the set
+// signed by the backend (rule-set-signature.ts). The proxy only reads: its Redis user may read
+// those keys and subscribe to their channels (one channel per key, named like the key), nothing
+// else. The backend is the only writer (rules-publisher.ts).
 //
-// Outage contract: unreachable at start → the file/env rules serve and we retry in the
-// background; lost later → the last known rules keep serving; a write while down → 503, never a
-// silently lost update; on reconnect → resync (and re-seed a Redis that came back empty, so the
-// pod's rules and their version survive a Redis restart without persistence).
-import { EventEmitter } from 'node:events';
-import type { Redis } from 'ioredis';
+// Trust: a set is used only when its signature verifies against the pod-token public keys, it is
+// for this pod (or the global set), it has not expired, its rules pass this sidecar's checks
+// (credentials it declares, for hosts they allow), and its version is higher than the one
+// enforced. So whoever reaches Redis (a workspace, with the NetworkPolicy open to it) can neither
+// change a pod's rules nor, without the reader password mounted only into sidecars, read them.
+//
+// The pod's /rules set and a set published for it are one sequence of versions: the higher wins,
+// an older one is ignored whatever the order it arrives in. Redis is a delivery path, not the
+// source of truth: the enforced sets live in the sidecar (and its state volume), so a Redis that
+// restarts empty changes nothing, and an outage only delays new publications.
+import { readFileSync } from 'node:fs';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { WorkspaceSandboxError } from '../lib/errors.ts';
-import { ruleListSchema } from './rules.ts';
-import {
-  EMPTY, preconditionFailed,
-  type Mutation, type RuleSetSnapshot, type RulesStore, type RulesStoreEvents, type StoreStatus, type WriteResult,
-} from './rules-store.ts';
+import { GLOBAL_SET, MAX_SIGNED_RULE_SET_BYTES, type RuleSetVerifier } from './rule-set-signature.ts';
+import type { RuleListValidator, RuleStateFile } from './rules-state-file.ts';
+import { freezeSnapshot, MemoryRulesStore, type StoreStatus } from './rules-store.ts';
 
-export interface RedisRulesStoreOptions {
+export interface RedisConnectionOptions {
+  /** redis:// or rediss:// (TLS); no password in it. */
   url: string;
+  /** ACL user (REDIS_USERNAME). */
+  username?: string | undefined;
+  /** ACL password (read from REDIS_PASSWORD_FILE). */
+  password?: string | undefined;
+  /** CA bundle that signs the server's certificate (REDIS_CA_FILE); default: the system's. */
+  caFile?: string | undefined;
+}
+
+export interface RedisRulesStoreOptions extends RedisConnectionOptions {
   scope: string;
   prefix: string;
   logger: Logger;
-  /** How long start() waits for the first connection before serving without Redis. */
+  verifier: RuleSetVerifier;
+  /** This sidecar's checks of a delivered rule list (schema, credentials). */
+  validate: RuleListValidator;
+  stateFile?: RuleStateFile | undefined;
+  /** How long start() waits for the first sync before serving without Redis. */
   startTimeoutMs?: number;
+  /** Called for every set found in Redis and not trusted (metrics). */
+  onRejected?: (set: 'scope' | 'global') => void;
 }
 
-const GLOBAL_MESSAGE = '*global*';
-const MAX_RETRIES = 8;
+export const ruleSetKeys = (prefix: string, scope: string) => ({ scope: `${prefix}:scope:${scope}`, global: `${prefix}:global` });
 
-// KEYS[1] = scope key; ARGV = expected version, new rules JSON, channel, message.
-// Returns the new version, or -1 - current when the expected version is stale.
-const WRITE_SCRIPT = `
-local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if cur ~= tonumber(ARGV[1]) then return -1 - cur end
-local nextv = cur + 1
-redis.call('HSET', KEYS[1], 'version', nextv, 'rules', ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return nextv
-`;
-
-// Re-seed after Redis lost the key: only when it is still absent.
-const SEED_SCRIPT = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'rules', ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1
-`;
-
-function unavailable(err: unknown): WorkspaceSandboxError {
-  return new WorkspaceSandboxError('WS_ERR_UNAVAILABLE', 'the rules store (Redis) is unreachable: the change was NOT applied; retry later', { cause: err });
+/** ioredis options for a URL, an ACL user and TLS: shared by the proxy's reader and the backend's publisher. */
+export function redisClientOptions(options: RedisConnectionOptions): RedisOptions {
+  const url = new URL(options.url);
+  if (url.password) throw new WorkspaceSandboxError('WS_ERR_CONFIG_INVALID', 'REDIS_URL must not carry a password: put it in REDIS_PASSWORD_FILE');
+  const tls = url.protocol === 'rediss:'
+    ? { servername: url.hostname, ...(options.caFile ? { ca: readFileSync(options.caFile, 'utf8') } : {}), minVersion: 'TLSv1.2' as const }
+    : undefined;
+  return {
+    ...(options.username ?? url.username ? { username: options.username ?? decodeURIComponent(url.username) } : {}),
+    ...(options.password ? { password: options.password } : {}),
+    ...(tls ? { tls } : {}),
+  };
 }
 
-export class RedisRulesStore extends EventEmitter<RulesStoreEvents> implements RulesStore {
-  readonly kind = 'redis' as const;
+export class RedisRulesStore extends MemoryRulesStore {
+  override readonly kind = 'redis' as const;
   readonly #opts: RedisRulesStoreOptions;
-  #client!: Redis;
-  #sub!: Redis;
-  readonly #key: string;
-  readonly #globalKey: string;
-  readonly #channel: string;
-  #scoped: RuleSetSnapshot = EMPTY;
-  #global: RuleSetSnapshot = EMPTY;
+  readonly #keys: { scope: string; global: string };
+  #client: Redis | undefined;
+  #sub: Redis | undefined;
   #up = false;
   #synced = false;
+  #rejected = 0;
   #lastError: string | undefined;
   #lastSyncAt: string | undefined;
   #closed = false;
   #syncing: Promise<void> | undefined;
+  #again = false;
 
   constructor(options: RedisRulesStoreOptions) {
-    super();
+    super(options.scope, options.stateFile ? { stateFile: options.stateFile } : {});
     this.#opts = options;
-    this.#key = `${options.prefix}:scope:${options.scope}`;
-    this.#globalKey = `${options.prefix}:global`;
-    this.#channel = `${options.prefix}:changed`;
+    this.#keys = ruleSetKeys(options.prefix, options.scope);
   }
 
   // ioredis is loaded only when REDIS_URL is set: the memory-store sidecar does not pay for it.
-  async #connectClients(): Promise<void> {
+  async #connectClients(): Promise<{ client: Redis; sub: Redis }> {
     const { Redis: RedisClient } = await import('ioredis');
     const options = this.#opts;
+    const base = redisClientOptions(options);
     const retryStrategy = (attempt: number) => Math.min(50 * attempt, 1000);
-    // No offline queue on the command connection: a write while Redis is down must fail now
-    // (503), not sit in a queue and land later behind the caller's back.
-    this.#client = new RedisClient(options.url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy, connectionName: `ws-proxy:${options.scope}` });
-    this.#sub = new RedisClient(options.url, { lazyConnect: true, retryStrategy, connectionName: `ws-proxy-sub:${options.scope}` });
-    this.#client.on('ready', () => {
+    const client = new RedisClient(options.url, { ...base, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy, connectionName: `ws-proxy:${options.scope}` });
+    const sub = new RedisClient(options.url, { ...base, lazyConnect: true, retryStrategy, connectionName: `ws-proxy-sub:${options.scope}` });
+    client.on('ready', () => {
       this.#setUp(true);
-      void this.#resync('connected');
+      this.#sync('connected');
     });
-    this.#client.on('close', () => this.#setUp(false));
-    this.#client.on('error', (err: Error) => {
+    client.on('close', () => this.#setUp(false));
+    client.on('error', (err: Error) => {
       this.#lastError = err.message;
     });
-    this.#sub.on('error', () => { /* reported through the command connection */ });
-    // Messages may have been missed while the subscriber was away: resync after it comes back.
-    this.#sub.on('ready', () => {
-      if (this.#synced) void this.#resync('subscriber reconnected');
+    sub.on('error', () => { /* reported through the command connection */ });
+    // Publications may have been missed while the subscriber was away: sync after it comes back.
+    sub.on('ready', () => {
+      if (this.#synced) this.#sync('subscriber reconnected');
     });
-    this.#sub.on('message', (_channel: string, message: string) => {
-      if (message === this.#opts.scope || message === GLOBAL_MESSAGE) void this.#resync('change published');
-    });
+    sub.on('message', () => this.#sync('published'));
+    this.#client = client;
+    this.#sub = sub;
+    return { client, sub };
   }
 
   #setUp(up: boolean): void {
     if (this.#up === up) return;
     this.#up = up;
-    if (!up && !this.#closed) this.#opts.logger.warn({ store: 'redis', lastError: this.#lastError }, 'rules store unreachable; serving the last known rules');
+    if (!up && !this.#closed) this.#opts.logger.warn({ store: 'redis', lastError: this.#lastError }, 'rules store unreachable; serving the rules in force');
     if (up) this.#opts.logger.info({ store: 'redis' }, 'rules store reachable');
     this.emit('status');
   }
 
-  async start(): Promise<void> {
-    await this.#connectClients();
+  override async start(): Promise<void> {
+    await super.start();
+    const { client, sub } = await this.#connectClients();
     const first = new Promise<void>((resolve) => {
+      // Unreachable by then: the proxy logs and counts it (server.ts) and serves without Redis.
       const timer = setTimeout(resolve, this.#opts.startTimeoutMs ?? 2000);
       timer.unref();
-      this.once('change', () => resolve());
-      this.#client.once('error', () => resolve());
-      this.once('status', () => { if (!this.#up) resolve(); });
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.once('synced', done);
     });
-    this.#client.connect().catch(() => { /* retried by retryStrategy */ });
-    this.#sub.connect().then(() => this.#sub.subscribe(this.#channel)).catch(() => { /* resubscribes on reconnect */ });
+    client.connect().catch(() => { /* retried by retryStrategy */ });
+    sub.connect().then(() => sub.subscribe(this.#keys.scope, this.#keys.global)).catch(() => { /* resubscribes on reconnect */ });
     await first;
   }
 
-  scoped(): RuleSetSnapshot {
-    return this.#scoped;
-  }
-
-  global(): RuleSetSnapshot {
-    return this.#global;
-  }
-
-  status(): StoreStatus {
+  override status(): StoreStatus & { rejectedSets: number } {
     return {
-      kind: 'redis', up: this.#up, synced: this.#synced, scope: this.#opts.scope,
+      ...super.status(),
+      kind: 'redis', up: this.#up, synced: this.#synced, rejectedSets: this.#rejected,
       ...(this.#lastError ? { lastError: this.#lastError } : {}),
       ...(this.#lastSyncAt ? { lastSyncAt: this.#lastSyncAt } : {}),
     };
   }
 
-  async #read(key: string): Promise<RuleSetSnapshot | undefined> {
-    const doc = await this.#client.hgetall(key);
-    if (doc.version === undefined) return undefined;
-    const version = Number(doc.version);
-    const parsed = ruleListSchema.safeParse(JSON.parse(doc.rules ?? '[]'));
-    if (!Number.isSafeInteger(version) || !parsed.success) {
-      throw new Error(`${key} holds an invalid rule set${parsed.success ? '' : `: ${parsed.error.issues.length} problems`}`);
+  /** Reads, verifies and offers one published set; `undefined` when there is none. */
+  async #fetch(key: string, set: 'scope' | 'global'): Promise<void> {
+    const doc = await this.#client!.hget(key, 'doc');
+    if (doc === null) return;
+    const scope = set === 'global' ? GLOBAL_SET : this.#opts.scope;
+    const verdict = doc.length > MAX_SIGNED_RULE_SET_BYTES ? { ok: false as const, reason: 'too large' } : await this.#opts.verifier.verify(doc, { set, scope });
+    let problem = verdict.ok ? undefined : verdict.reason;
+    let applied = false;
+    if (verdict.ok) {
+      const { version, rules } = verdict.claims;
+      try {
+        const accepted = this.#opts.validate(rules, `${set} rule set v${version} from Redis`);
+        const snapshot = freezeSnapshot(version, accepted);
+        applied = set === 'global' ? this.offerGlobal(snapshot) : this.offerScoped(snapshot);
+        if (!applied) this.#opts.logger.debug({ key, version, enforced: set === 'global' ? this.global().version : this.scoped().version }, 'published rule set is not newer than the one enforced; ignored');
+      } catch (err) {
+        problem = (err as Error).message;
+      }
     }
-    return Object.freeze({ version, rules: Object.freeze(parsed.data) });
+    if (problem !== undefined) {
+      this.#rejected++;
+      this.#opts.onRejected?.(set);
+      this.#opts.logger.error({ key, reason: problem }, 'ignored a rule set in Redis that this proxy does not trust; the rules in force are unchanged');
+    } else if (applied) {
+      this.#opts.logger.info({ key, set, version: set === 'global' ? this.global().version : this.scoped().version }, 'applied a published rule set');
+    }
   }
 
-  #resync(why: string): Promise<void> {
-    // Coalesce: one resync at a time, and one more after it if asked meanwhile.
+  #sync(why: string): void {
+    // One sync at a time, and one more after it when asked meanwhile (a publication during a
+    // sync must not be missed).
+    if (this.#syncing) {
+      this.#again = true;
+      return;
+    }
     const run = async () => {
-      if (this.#closed || !this.#up) return;
-      try {
-        let scoped = await this.#read(this.#key);
-        if (!scoped && this.#scoped.version > 0) {
-          const seeded = await this.#client.eval(SEED_SCRIPT, 1, this.#key, this.#scoped.version, JSON.stringify(this.#scoped.rules), this.#channel, this.#opts.scope);
-          if (seeded === 1) this.#opts.logger.warn({ version: this.#scoped.version }, 'rules store had lost this pod\'s rule set; re-seeded it from the last known rules');
-          scoped = await this.#read(this.#key);
+      do {
+        this.#again = false;
+        if (this.#closed || !this.#up || !this.#client) return;
+        try {
+          await this.#fetch(this.#keys.scope, 'scope');
+          await this.#fetch(this.#keys.global, 'global');
+          this.#synced = true;
+          this.#lastSyncAt = new Date().toISOString();
+          this.#opts.logger.debug({ why }, 'rules store synced');
+          this.emit('synced');
+        } catch (err) {
+          this.#lastError = (err as Error).message;
+          this.#opts.logger.error({ err: (err as Error).message, why }, 'rules store sync failed; the rules in force are unchanged');
         }
-        const global = await this.#read(this.#globalKey).catch((err: Error) => {
-          this.#opts.logger.error({ err: err.message }, 'ignoring the global rule set');
-          return this.#global;
-        });
-        const next = scoped ?? EMPTY;
-        const nextGlobal = global ?? EMPTY;
-        const same = (a: RuleSetSnapshot, b: RuleSetSnapshot) => a.version === b.version && JSON.stringify(a.rules) === JSON.stringify(b.rules);
-        const changed = !same(next, this.#scoped) || !same(nextGlobal, this.#global);
-        this.#scoped = next;
-        this.#global = nextGlobal;
-        this.#synced = true;
-        this.#lastSyncAt = new Date().toISOString();
-        this.#opts.logger.debug({ why, version: next.version }, 'rules store synced');
-        if (changed) this.emit('change');
-      } catch (err) {
-        this.#lastError = (err as Error).message;
-        this.#opts.logger.error({ err: (err as Error).message, why }, 'rules store sync failed; keeping the last known rules');
-      }
+      } while (this.#again);
     };
-    const p = (this.#syncing ?? Promise.resolve()).then(run);
-    this.#syncing = p;
-    return p;
+    this.#syncing = run().finally(() => {
+      this.#syncing = undefined;
+    });
   }
 
-  async write(mutate: Mutation, ifMatch?: number): Promise<WriteResult> {
-    if (!this.#up || !this.#client) throw unavailable(new Error(this.#lastError ?? 'not connected'));
-    for (let attempt = 0; attempt < MAX_RETRIES; attempt++) {
-      let before: RuleSetSnapshot;
-      try {
-        before = (await this.#read(this.#key)) ?? EMPTY;
-      } catch (err) {
-        throw unavailable(err);
-      }
-      if (ifMatch !== undefined && ifMatch !== before.version) throw preconditionFailed(ifMatch, before.version);
-      const rules = mutate(before.rules);
-      let result: number;
-      try {
-        result = Number(await this.#client.eval(WRITE_SCRIPT, 1, this.#key, before.version, JSON.stringify(rules), this.#channel, this.#opts.scope));
-      } catch (err) {
-        throw unavailable(err);
-      }
-      if (result < 0) {
-        // Someone wrote between our read and the script. With If-Match the caller's view is
-        // stale: 412. Without, re-read and re-apply the mutation.
-        if (ifMatch !== undefined) throw preconditionFailed(ifMatch, -1 - result);
-        continue;
-      }
-      const after = Object.freeze({ version: result, rules: Object.freeze([...rules]) });
-      if (after.version > this.#scoped.version) {
-        this.#scoped = after;
-        this.emit('change');
-      }
-      return { before, after };
-    }
-    throw new WorkspaceSandboxError('WS_ERR_CONFLICT', 'the rule set kept changing under concurrent writes; retry');
-  }
-
-  async close(): Promise<void> {
+  override async close(): Promise<void> {
     this.#closed = true;
     this.#client?.disconnect();
     this.#sub?.disconnect();
+    await this.#syncing;
   }
 }

@@ -3,10 +3,12 @@
 // loader, the Redis store and decide() all agree on what a rule is.
 import { isIP } from 'node:net';
 import { domainToASCII } from 'node:url';
+import { getPublicSuffix } from 'tldts';
 import { z } from 'zod';
 import { WorkspaceSandboxError } from '../lib/errors.ts';
 import { problemsFromZod, type ConfigProblem } from '../lib/config.ts';
-import { credentialSpecSchema, redactCredentialSpec, type CredentialSpec } from './credential-spec.ts';
+import type { CredentialCatalog } from './credential-catalog.ts';
+import type { CredentialSpec } from './credential-spec.ts';
 
 export const DEFAULT_CONNECT_PORT = 443;
 export const DEFAULT_HTTP_PORT = 80;
@@ -76,6 +78,9 @@ export function parseHostPattern(raw: string): HostPattern | { kind: 'invalid'; 
     if (n.kind === 'ip') return { kind: 'invalid', reason: 'a wildcard must be over a domain name, not an IP address' };
     // `*.com` would open a whole TLD; require at least two labels under the wildcard.
     if (!n.host.includes('.')) return { kind: 'invalid', reason: 'a wildcard needs at least two labels after "*." (e.g. *.example.com)' };
+    // `*.co.uk` or `*.github.io` would match names registered by unrelated parties: refuse a
+    // wildcard over any suffix on the Public Suffix List (ICANN and private sections).
+    if (isPublicSuffix(n.host)) return { kind: 'invalid', reason: `${n.host} is a public suffix (Public Suffix List): a wildcard over it matches names owned by unrelated parties; name the hosts` };
     return { kind: 'wildcard', suffix: n.host };
   }
   if (raw.includes('*')) return { kind: 'invalid', reason: '"*" is only allowed as a whole leading label ("*.example.com")' };
@@ -85,12 +90,24 @@ export function parseHostPattern(raw: string): HostPattern | { kind: 'invalid'; 
   return { kind: 'exact', host: n.host };
 }
 
+/** True when `host` is itself a public suffix (`co.uk`, `github.io`, `s3.amazonaws.com`). */
+export function isPublicSuffix(host: string): boolean {
+  return getPublicSuffix(host, { allowPrivateDomains: true }) === host;
+}
+
+/** True when every name `inner` matches is also matched by `outer`. */
+export function patternCovers(outer: HostPattern, inner: HostPattern): boolean {
+  if (inner.kind === 'exact') return hostMatches(outer, inner.host);
+  return outer.kind === 'wildcard' && (inner.suffix === outer.suffix || inner.suffix.endsWith(`.${outer.suffix}`));
+}
+
 export function hostMatches(pattern: HostPattern, host: string): boolean {
   if (pattern.kind === 'exact') return pattern.host === host;
   return host.length > pattern.suffix.length + 1 && host.endsWith(`.${pattern.suffix}`);
 }
 
 const METHOD = /^[A-Z]+$/;
+export const CREDENTIAL_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
 /** Paths are exact (`/v1/models`) or a prefix ending in `*` (`/model/*`); compared without the query string. */
 const pathPattern = z.string().min(1).refine((p) => p.startsWith('/'), 'must start with "/"')
@@ -109,11 +126,19 @@ export const ruleSchema = z.object({
   methods: z.array(z.string().transform((m) => m.toUpperCase()).pipe(z.string().regex(METHOD, 'must be an HTTP method'))).min(1).optional(),
   paths: z.array(pathPattern).min(1).optional(),
   allowPrivate: z.boolean().optional(),
-  credentials: credentialSpecSchema.optional(),
+  /**
+   * The name of a credential declared in the sidecar's CREDENTIALS_FILE. A rule never carries a
+   * credential or says where one comes from: it can only point at one the sidecar declares, for
+   * hosts that credential allows.
+   */
+  credential: z.string().regex(CREDENTIAL_NAME, 'must be the name of a credential declared in the sidecar\'s CREDENTIALS_FILE').optional(),
 }).strict();
 
 export type RuleInput = z.input<typeof ruleSchema>;
-export type Rule = z.output<typeof ruleSchema>;
+/** A rule as written (API, rules file, store). */
+export type RuleSpec = z.output<typeof ruleSchema>;
+/** A rule as enforced: `credentials` is the declared credential `credential` names, resolved by compileRule. */
+export type Rule = RuleSpec & { readonly credentials?: CredentialSpec };
 
 export const ruleListSchema = z.array(ruleSchema);
 
@@ -126,13 +151,33 @@ export interface CompiledRule {
 
 export type RuleSource = 'env' | 'file' | 'global' | 'api';
 
-export function compileRule(rule: Rule, source: RuleSource): CompiledRule {
+export function compileRule(rule: RuleSpec, source: RuleSource, catalog: CredentialCatalog = new Map()): CompiledRule {
   const patterns = rule.hosts.map((h) => {
     const p = parseHostPattern(h);
     if (p.kind === 'invalid') throw new WorkspaceSandboxError('WS_ERR_VALIDATION', `rule ${rule.id}: host ${h}: ${p.reason}`);
     return p;
   });
-  return Object.freeze({ rule, patterns: Object.freeze(patterns), source });
+  let enforced: Rule = rule;
+  if (rule.credential !== undefined) {
+    const declared = catalog.get(rule.credential);
+    const problem = credentialProblem(rule, patterns, catalog);
+    if (!declared || problem) throw new WorkspaceSandboxError('WS_ERR_VALIDATION', `rule ${rule.id}: ${problem ?? 'unknown credential'}`);
+    enforced = { ...rule, credentials: declared.inject };
+  }
+  return Object.freeze({ rule: enforced, patterns: Object.freeze(patterns), source });
+}
+
+/** Why `rule` may not use the credential it names (unknown, or hosts beyond the credential's), or undefined. */
+function credentialProblem(rule: RuleSpec, patterns: readonly HostPattern[], catalog: CredentialCatalog): string | undefined {
+  if (rule.credential === undefined) return undefined;
+  const declared = catalog.get(rule.credential);
+  if (!declared) {
+    const known = [...catalog.keys()];
+    return `credential "${rule.credential}" is not declared in this sidecar's CREDENTIALS_FILE (declared: ${known.length ? known.join(', ') : 'none'})`;
+  }
+  const wider = rule.hosts.filter((_, i) => !declared.patterns.some((outer) => patternCovers(outer, patterns[i]!)));
+  if (wider.length > 0) return `credential "${rule.credential}" may only be sent to ${declared.hosts.join(', ')}: ${wider.join(', ')} ${wider.length === 1 ? 'is' : 'are'} outside`;
+  return undefined;
 }
 
 export class RuleSetError extends WorkspaceSandboxError {
@@ -148,14 +193,19 @@ export class RuleSetError extends WorkspaceSandboxError {
 
 /**
  * Validates a whole rule set: schema, then duplicate ids within it and against `reservedIds`
- * (rules from other sources). Throws one RuleSetError with every problem; returns parsed rules.
+ * (rules from other sources), then each named credential against `catalog` (declared, and only
+ * for hosts it allows; skipped without a catalog, as on the backend, which does not know each
+ * sidecar's). Throws one RuleSetError with every problem; returns parsed rules.
  */
-export function validateRules(input: unknown, source: string, reservedIds: ReadonlySet<string> = new Set()): Rule[] {
+export function validateRules(input: unknown, source: string, reservedIds: ReadonlySet<string> = new Set(), catalog?: CredentialCatalog): RuleSpec[] {
   const parsed = ruleListSchema.safeParse(input);
   const problems: ConfigProblem[] = parsed.success ? [] : problemsFromZod(parsed.error, input);
   if (Array.isArray(input)) {
     const seen = new Map<string, number>();
     input.forEach((r: unknown, i) => {
+      if (r !== null && typeof r === 'object' && 'credentials' in r) {
+        problems.push({ field: `[${i}].credentials`, value: '(not shown)', message: 'a rule cannot carry a credential or say where one comes from: declare it in the sidecar\'s CREDENTIALS_FILE and name it with "credential": "<name>"' });
+      }
       const id = (r as { id?: unknown } | null)?.id;
       if (typeof id !== 'string') return;
       if (seen.has(id)) problems.push({ field: `[${i}].id`, value: id, message: `duplicate id (also at [${seen.get(id)}])` });
@@ -163,12 +213,19 @@ export function validateRules(input: unknown, source: string, reservedIds: Reado
       if (reservedIds.has(id)) problems.push({ field: `[${i}].id`, value: id, message: 'id is already used by a rule from ALLOWED_DOMAINS, the rules file or the global set' });
     });
   }
+  if (parsed.success && catalog) {
+    parsed.data.forEach((rule, i) => {
+      const patterns = rule.hosts.map((h) => parseHostPattern(h) as HostPattern);
+      const problem = credentialProblem(rule, patterns, catalog);
+      if (problem) problems.push({ field: `[${i}].credential`, value: rule.credential, message: problem });
+    });
+  }
   if (problems.length > 0 || !parsed.success) throw new RuleSetError(source, problems);
   return parsed.data;
 }
 
 /** `ALLOWED_DOMAINS=a.example.com,*.b.example.com:8443` → one tunnel-only rule per entry. */
-export function rulesFromAllowedDomains(entries: readonly string[]): Rule[] {
+export function rulesFromAllowedDomains(entries: readonly string[]): RuleSpec[] {
   const input = entries.map((entry) => {
     const m = /^(.*?)(?::(\d+))?$/.exec(entry)!;
     const host = m[1]!;
@@ -177,7 +234,3 @@ export function rulesFromAllowedDomains(entries: readonly string[]): Rule[] {
   return validateRules(input, 'ALLOWED_DOMAINS');
 }
 
-/** The rule as GET /rules and logs show it: literal secrets replaced. */
-export function redactRule(rule: Rule): Rule {
-  return rule.credentials ? { ...rule, credentials: redactCredentialSpec(rule.credentials as CredentialSpec) } : rule;
-}

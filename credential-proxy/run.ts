@@ -18,7 +18,7 @@ export async function runProxy(caKey: Promise<CAKeyObjects>): Promise<void> {
   // Restarting the sidecar drops every tunnel, every /rules change and the CA: an error that
   // escaped every handler guard is logged and counted (uncaught_errors_total), not a restart.
   installProcessSafetyNet({ logger, registry });
-  const store = createRulesStore(config, logger);
+  const store = createRulesStore(config, logger, registry);
 
   // ── Interception (credential injection): created here and handed to the proxy. ──
   // The per-pod CA is made and written to CA_DIR in the background; /readyz waits for it.

@@ -11,7 +11,7 @@ import { createGuard, type Guard } from '../lib/guard.ts';
 import { listen, type BoundAddress } from '../lib/server.ts';
 import { createAdminApp, type ReadinessReport } from './admin.ts';
 import { createAuditLog } from './audit.ts';
-import { TokenFile } from './auth.ts';
+import { podTokenAuth, staticTokenAuth } from './auth.ts';
 import type { ProxyConfig } from './config.ts';
 import { handleConnect } from './connect.ts';
 import type { ProxyContext } from './context.ts';
@@ -20,7 +20,7 @@ import type { Interceptor } from './interception.ts';
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
 import { localInterfaceAddresses, systemResolver, type OwnListeners, type Resolver } from './resolve.ts';
 import { refuseResponse, refuseSocket, type Refusal } from './respond.ts';
-import { compileRule, type CompiledRule, type Rule } from './rules.ts';
+import { compileRule, type CompiledRule, type RuleSpec } from './rules.ts';
 import { MemoryRulesStore, type RulesStore } from './rules-store.ts';
 
 /**
@@ -66,24 +66,20 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
   const store = deps.store ?? new MemoryRulesStore(config.rulesScope);
   const metrics = createProxyMetrics(deps.registry);
   const guard: Guard = createGuard({ logger, registry: deps.registry });
-  const tokens = config.RULES_TOKEN_FILE ? new TokenFile(config.RULES_TOKEN_FILE) : undefined;
-  for (const s of tokens?.secrets ?? []) deps.logger.secrets?.add(s);
+  const auth = config.POD_TOKEN_PUBLIC_KEYS_FILE ? podTokenAuth(config.POD_TOKEN_PUBLIC_KEYS_FILE, config.rulesScope)
+    : config.RULES_TOKEN_FILE ? staticTokenAuth(config.RULES_TOKEN_FILE) : undefined;
+  for (const s of auth?.secrets ?? []) deps.logger.secrets?.add(s);
 
   const staticRules = [
-    ...config.staticRules.env.map((r) => compileRule(r, 'env')),
-    ...config.staticRules.file.map((r) => compileRule(r, 'file')),
+    ...config.staticRules.env.map((r) => compileRule(r, 'env', config.credentials)),
+    ...config.staticRules.file.map((r) => compileRule(r, 'file', config.credentials)),
   ];
   let compiled: readonly CompiledRule[] = staticRules;
   const recompile = () => {
-    const global = store.global().rules.map((r) => compileRule(r, 'global'));
-    const scoped = store.scoped().rules.map((r) => compileRule(r, 'api'));
+    const global = store.global().rules.map((r) => compileRule(r, 'global', config.credentials));
+    const scoped = store.scoped().rules.map((r) => compileRule(r, 'api', config.credentials));
     compiled = Object.freeze([...staticRules, ...global, ...scoped]);
     metrics.rulesVersion.set(store.scoped().version);
-    // Literal credentials set through /rules are secrets: scrub them from every log line.
-    for (const r of [...store.scoped().rules, ...store.global().rules]) {
-      const v = r.credentials?.type === 'header' && 'literal' in r.credentials.value ? r.credentials.value.literal : undefined;
-      if (v) deps.logger.secrets?.add(v);
-    }
   };
   recompile();
   store.on('change', recompile);
@@ -191,9 +187,10 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
     logger,
     registry: deps.registry,
     store,
-    tokens,
+    auth,
+    credentials: config.credentials,
     allowUnauthenticatedWrites: config.RULES_ALLOW_UNAUTHENTICATED,
-    reservedIds: () => new Set([...config.staticRules.env, ...config.staticRules.file, ...store.global().rules].map((r: Rule) => r.id)),
+    reservedIds: () => new Set([...config.staticRules.env, ...config.staticRules.file, ...store.global().rules].map((r: RuleSpec) => r.id)),
     staticRules: () => config.staticRules,
     readiness,
   });

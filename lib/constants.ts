@@ -103,3 +103,28 @@ export const GATEWAY_AUDIENCE = 'workspace-sandbox-gateway';
 export const GATEWAY_TOKEN_VOLUME = 'workspace-sandbox-gateway-token';
 export const GATEWAY_TOKEN_DIR = '/var/run/secrets/workspace-sandbox/gateway';
 export const GATEWAY_TOKEN_FILE = `${GATEWAY_TOKEN_DIR}/token`;
+
+/**
+ * Environment the credential proxy reads (credential-proxy/config.ts owns the schema) that the
+ * webhook or an operator sets: per-pod /rules tokens and signed rule sets checked with the
+ * pod-token public keys, this pod's UID, the sidecar-only state volume, declared credentials and
+ * the read-only Redis user.
+ */
+export const PROXY_ENV = Object.freeze({
+  podTokenPublicKeysFile: 'POD_TOKEN_PUBLIC_KEYS_FILE',
+  rulesScope: 'RULES_SCOPE',
+  rulesStateDir: 'RULES_STATE_DIR',
+  credentialsFile: 'CREDENTIALS_FILE',
+  redisUrl: 'REDIS_URL',
+  redisUsername: 'REDIS_USERNAME',
+  redisPasswordFile: 'REDIS_PASSWORD_FILE',
+  redisCaFile: 'REDIS_CA_FILE',
+});
+/** Redis ACL users of the rule sets: sidecars read, the backend writes (manifests/redis/users.acl.template). */
+export const REDIS_RULES_READER_USER = 'ws-rules-reader';
+export const REDIS_RULES_WRITER_USER = 'ws-rules-writer';
+/** Secret (key `password`) with the reader's password, mounted into the sidecar only. */
+export const REDIS_RULES_READER_SECRET = 'workspace-sandbox-redis-rules-reader';
+/** Secret (key `password`) with the writer's password, in `backend` only (the publisher's). */
+export const REDIS_RULES_WRITER_SECRET = 'workspace-sandbox-redis-rules-writer';
+export const REDIS_PASSWORD_KEY = 'password';

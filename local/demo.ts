@@ -194,7 +194,7 @@ async function stepDenied(state: StackState, env: Record<string, string>): Promi
 
 async function stepRules(state: StackState, env: Record<string, string>): Promise<void> {
   out('Step 3. The backend allows that host through the /rules API');
-  const token = readFileSync(state.files.rulesToken, 'utf8').trim().split(':').slice(1).join(':');
+  const token = readFileSync(state.files.rulesToken, 'utf8').trim();
   const rule = { id: 'demo-open', hosts: [DEMO_HOSTS.open], ports: [state.demoApiPort], allowPrivate: true };
   const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
   // Re-runs start clean: a rule left by an interrupted run is replaced.

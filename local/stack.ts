@@ -1,7 +1,8 @@
 // `npm start`: the webhook, the credential proxy and the agent on this machine, each its own
 // process under one supervisor, with everything a cluster would provide made locally: a dev CA
-// and serving pair for the webhook, a rules file and a /rules token for the proxy, a temporary
-// workspace root for the agent. No cluster, no Redis.
+// and serving pair for the webhook; for the proxy a rules file, the credentials it declares, and
+// a per-pod /rules token signed with a local pod-token key (as the backend mints one in a cluster,
+// for the scope `local`); a temporary workspace root for the agent. No cluster, no Redis.
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { createCA, issueCertificate } from '../lib/certs.ts';
 import { PROXY_ADMIN_PATHS, AGENT_PATHS, WEBHOOK_PATHS } from '../lib/constants.ts';
+import { generatePodTokenKeys, MAX_POD_TOKEN_TTL_SECONDS, signPodToken } from '../lib/pod-token.ts';
 import { inheritedEnvironment, loadLocalConfig, type LocalConfig } from './config.ts';
 import { Supervisor, type ProgramSpec } from './supervisor.ts';
 
@@ -28,7 +30,10 @@ export const DEMO_HOSTS = Object.freeze({ credentialed: 'api.demo.test', open: '
 /** Where the stack keeps what it made; the demo reads `state.json`. */
 export interface StackState {
   urls: { webhook: string; webhookMetrics: string; proxy: string; proxyAdmin: string; agent: string };
-  files: { devCa: string; devCaKey: string; webhookCert: string; webhookKey: string; rulesToken: string; demoApiToken: string; caDir: string; rules: string };
+  files: {
+    devCa: string; devCaKey: string; webhookCert: string; webhookKey: string; rulesToken: string; podTokenPublicKeys: string;
+    demoApiToken: string; caDir: string; rules: string; credentials: string;
+  };
   workspaceRoot: string;
   demoApiPort: number;
 }
@@ -140,6 +145,18 @@ function writeSecret(path: string, content: string): void {
   chmodSync(path, 0o600);
 }
 
+/** The pod UID the local proxy stands for: the subject of its /rules token. */
+export const LOCAL_SCOPE = 'local';
+
+/** The credentials the local proxy declares (CREDENTIALS_FILE): the demo API's token, for that host only. */
+export function devCredentials() {
+  return {
+    credentials: {
+      'demo-api': { hosts: [DEMO_HOSTS.credentialed], type: 'header', header: 'authorization', value: { env: 'DEMO_API_TOKEN' }, format: 'Bearer {value}' },
+    },
+  };
+}
+
 /** The rules the proxy starts with: the demo's credentialed API; everything else is denied. */
 export function devRules(demoApiPort: number) {
   return {
@@ -149,12 +166,12 @@ export function devRules(demoApiPort: number) {
       ports: [demoApiPort],
       // Local fake APIs listen on loopback; in a cluster rules never need this.
       allowPrivate: true,
-      credentials: { type: 'header', name: 'authorization', value: { env: 'DEMO_API_TOKEN' }, format: 'Bearer {value}' },
+      credential: 'demo-api',
     }],
   };
 }
 
-export function prepareState(config: LocalConfig): StackState {
+export async function prepareState(config: LocalConfig): Promise<StackState> {
   const dir = config.stateDir;
   rmSync(dir, { recursive: true, force: true });
   for (const sub of ['tls', 'ca', 'workspace']) mkdirSync(join(dir, sub), { recursive: true, mode: 0o700 });
@@ -166,17 +183,24 @@ export function prepareState(config: LocalConfig): StackState {
     webhookCert: join(dir, 'tls', 'tls.crt'),
     webhookKey: join(dir, 'tls', 'tls.key'),
     rulesToken: join(dir, 'rules-token'),
+    podTokenPublicKeys: join(dir, 'pod-token-public.pem'),
     demoApiToken: join(dir, 'demo-api-token'),
     caDir: join(dir, 'ca'),
     rules: config.rulesFile ?? join(dir, 'rules.yaml'),
+    credentials: join(dir, 'credentials.yaml'),
   };
   writeFileSync(files.devCa, ca.certPem);
   // The local CA's key stays in the state dir so the demo can serve its fake APIs under it.
   writeSecret(files.devCaKey, ca.keyPair.privateKeyPem);
   writeFileSync(files.webhookCert, leaf.certPem);
   writeSecret(files.webhookKey, leaf.keyPem);
-  writeSecret(files.rulesToken, `local:${randomBytes(24).toString('base64url')}\n`);
+  // The backend's part, made here: a pod-token key pair (the private key is used once and
+  // dropped) and the token a backend would mint for this pod.
+  const podKeys = generatePodTokenKeys();
+  writeFileSync(files.podTokenPublicKeys, podKeys.publicKeyPem);
+  writeSecret(files.rulesToken, `${await signPodToken(podKeys.privateKeyPem, { purpose: 'rules', podUid: LOCAL_SCOPE, ttlSeconds: MAX_POD_TOKEN_TTL_SECONDS })}\n`);
   writeSecret(files.demoApiToken, `demo-${randomBytes(12).toString('hex')}`);
+  writeFileSync(files.credentials, stringify(devCredentials()));
   if (!config.rulesFile) writeFileSync(files.rules, stringify(devRules(config.ports.demoApi)));
   const p = config.ports;
   const state: StackState = {
@@ -235,7 +259,9 @@ export function programSpecs(config: LocalConfig, state: StackState, inherited: 
         ADMIN_HOST: '127.0.0.1',
         ADMIN_PORT: String(p.proxyAdmin),
         RULES_FILE: state.files.rules,
-        RULES_TOKEN_FILE: state.files.rulesToken,
+        CREDENTIALS_FILE: state.files.credentials,
+        POD_TOKEN_PUBLIC_KEYS_FILE: state.files.podTokenPublicKeys,
+        RULES_SCOPE: LOCAL_SCOPE,
         CA_DIR: state.files.caDir,
         UPSTREAM_CA_FILE: state.files.devCa,
         STATIC_HOSTS: Object.values(DEMO_HOSTS).map((h) => `${h}=127.0.0.1`).join(','),
@@ -261,8 +287,8 @@ function summary(state: StackState, token: string): string {
     `  webhook  ${state.urls.webhook}/mutate  (serving CA: ${state.files.devCa})`,
     `           metrics ${state.urls.webhookMetrics}/metrics`,
     `  proxy    ${state.urls.proxy}  (use as HTTP_PROXY / HTTPS_PROXY; its CA: ${join(state.files.caDir, 'ca.crt')})`,
-    `           admin ${state.urls.proxyAdmin}  (/healthz /readyz /metrics /rules); rules file ${state.files.rules}`,
-    `           /rules token (shown once; also in ${state.files.rulesToken}): ${token}`,
+    `           admin ${state.urls.proxyAdmin}  (/healthz /readyz /metrics /rules); rules file ${state.files.rules}; credentials ${state.files.credentials}`,
+    `           /rules token (shown once; also in ${state.files.rulesToken}; per-pod, for pod "${LOCAL_SCOPE}"): ${token}`,
     `  agent    ${state.urls.agent}  (/health /execute /files; workspace ${state.workspaceRoot})`,
     '',
     'Try it: npm run demo        Stop: Ctrl-C',
@@ -274,7 +300,7 @@ export async function main(): Promise<number> {
   const config = loadLocalConfig();
   acquireLock(config.stateDir);
   await checkPorts(config);
-  const state = prepareState(config);
+  const state = await prepareState(config);
 
   let stopping = false;
   const supervisor = new Supervisor({
@@ -308,7 +334,7 @@ export async function main(): Promise<number> {
   if (laggards.length > 0) {
     supervisor.say('stack', `not ready after ${config.readyTimeoutMs} ms: ${laggards.join(', ')} (still retrying; see the lines above)`);
   } else {
-    const token = readFileSync(state.files.rulesToken, 'utf8').trim().split(':').slice(1).join(':');
+    const token = readFileSync(state.files.rulesToken, 'utf8').trim();
     supervisor.say('stack', summary(state, token));
   }
   return 0;

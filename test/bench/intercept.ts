@@ -142,7 +142,9 @@ function productionEntry(): string {
 
 /** Starts `workspace-sandbox proxy` and times spawn → first /readyz 200. */
 async function startOurs(dir: string, upstreamPort: number, upstreamCaFile: string, entry = join(ROOT, 'bin/workspace-sandbox.ts')): Promise<Started> {
-  const rules = [{ id: 'bench', hosts: [HOST], ports: [upstreamPort], allowPrivate: true, credentials: { type: 'header', name: 'authorization', value: { literal: SECRET }, format: 'Bearer {value}' } }];
+  const credentials = { bench: { hosts: [HOST], type: 'header', header: 'authorization', value: { env: 'BENCH_SECRET' }, format: 'Bearer {value}' } };
+  const rules = [{ id: 'bench', hosts: [HOST], ports: [upstreamPort], allowPrivate: true, credential: 'bench' }];
+  writeFileSync(join(dir, 'credentials.json'), JSON.stringify({ credentials }));
   writeFileSync(join(dir, 'rules.json'), JSON.stringify(rules));
   const [proxyPort, adminPort] = [await freePort(), await freePort()];
   const t0 = performance.now();
@@ -150,7 +152,8 @@ async function startOurs(dir: string, upstreamPort: number, upstreamCaFile: stri
     stdio: ['ignore', 'ignore', 'inherit'],
     env: {
       PATH: process.env.PATH, PROXY_PORT: String(proxyPort), ADMIN_PORT: String(adminPort), ADMIN_HOST: '127.0.0.1',
-      RULES_FILE: join(dir, 'rules.json'), CA_DIR: join(dir, 'shared'), UPSTREAM_CA_FILE: upstreamCaFile, LOG_LEVEL: 'warn', POD_NAME: 'bench',
+      RULES_FILE: join(dir, 'rules.json'), CREDENTIALS_FILE: join(dir, 'credentials.json'), BENCH_SECRET: SECRET,
+      CA_DIR: join(dir, 'shared'), UPSTREAM_CA_FILE: upstreamCaFile, LOG_LEVEL: 'warn', POD_NAME: 'bench',
     },
   });
   let msToListening = NaN;

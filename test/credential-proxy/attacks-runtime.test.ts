@@ -11,7 +11,10 @@ import { UNEXPECTED_ERROR_CODE, UNEXPECTED_ERROR_MSG, UNEXPECTED_ERRORS_METRIC }
 import { metadataEndpoint } from '../../credential-proxy/address.ts';
 import type { Interceptor } from '../../credential-proxy/interception.ts';
 import { resolveChecked, ResolveError } from '../../credential-proxy/resolve.ts';
+import { RuleSetVerifier } from '../../credential-proxy/rule-set-signature.ts';
+import { validateRules } from '../../credential-proxy/rules.ts';
 import { RedisRulesStore } from '../../credential-proxy/rules-store-redis.ts';
+import { generatePodTokenKeys } from '../../lib/pod-token.ts';
 import { captureLogs } from '../helpers/log-capture.ts';
 import { sendRaw, stillServing } from '../helpers/fuzz.ts';
 import { fetchVia, proxyAgent, startHarness } from './fixtures/intercept-harness.ts';
@@ -43,7 +46,7 @@ t.test('CONNECT [fe80::1%25eth0]:443, CONNECT [::1%lo]:443 and Host: [fe80::1%et
 });
 
 t.test('Host: [fe80::1%eth0] inside an intercepted tunnel is refused with a 4xx, not a 500', async (t) => {
-  const h = await startHarness(t, { rule: { id: 'api', credentials: { type: 'header', name: 'authorization', value: { literal: SECRET } } } });
+  const h = await startHarness(t, { env: { API_SECRET: SECRET }, rule: { id: 'api', credentials: { type: 'header', name: 'authorization', value: { env: 'API_SECRET' } } } });
   const agent = proxyAgent(h);
   t.teardown(() => agent.destroy());
   for (const host of ['[fe80::1%eth0]', '[::1%lo]:443', '[fe80::1%25eth0]']) {
@@ -62,8 +65,9 @@ t.test('a bug in a connection handler is logged with a code, counted, answered 5
   };
   const up = await startUpstreams(t);
   const p = await startProxy(t, {
-    rules: [{ id: 'cred', hosts: ['cred.test'], ports: [443], allowPrivate: true, credentials: { type: 'header', name: 'x-api-key', value: { literal: SECRET } } },
+    rules: [{ id: 'cred', hosts: ['cred.test'], ports: [443], allowPrivate: true, credential: 'cred' },
       { id: 'plain', hosts: ['upstream.test'], ports: [up.httpPort], allowPrivate: true }],
+    credentials: { cred: { hosts: ['cred.test'], type: 'header', header: 'x-api-key', value: { env: 'API_SECRET' } } },
     deps: { interceptor: broken },
   });
   for (let i = 0; i < 3; i++) {
@@ -108,7 +112,8 @@ t.test('TRACE and TRACK are refused inside intercepted tunnels and over plain HT
   // An upstream that reflects the request's headers into its response headers, as a debug
   // endpoint or a TRACE handler would.
   const h = await startHarness(t, {
-    rule: { id: 'api', credentials: { type: 'header', name: 'authorization', value: { literal: SECRET }, format: 'Bearer {value}' } },
+    env: { API_SECRET: SECRET },
+    rule: { id: 'api', credentials: { type: 'header', name: 'authorization', value: { env: 'API_SECRET' }, format: 'Bearer {value}' } },
     handler: (req, res, seen) => {
       res.writeHead(200, { 'x-echo-authorization': String(req.headers.authorization), 'x-echo-token': SECRET, 'x-plain': 'kept', 'content-type': 'message/http' });
       res.end(`${seen.method} ${seen.url}\n`);
@@ -182,8 +187,12 @@ t.test('metadata and Pod Identity addresses in every form stay refused with allo
 t.test('an unreachable Redis at start-up is logged and counted', async (t) => {
   const port = await freePort(); // nothing listens there
   const logs = captureLogs();
-  const store = new RedisRulesStore({ url: `redis://127.0.0.1:${port}`, scope: 'pod-uid-unreachable', prefix: `test:${process.pid}`, logger: createLogger({ name: 'store', destination: logs.destination }), startTimeoutMs: 300 });
-  const p = await startProxy(t, { env: { REDIS_URL: `redis://127.0.0.1:${port}`, RULES_SCOPE: 'pod-uid-unreachable', ALLOWED_DOMAINS: 'static.test' }, deps: { store } });
+  const keys = t.testdir({ 'public.pem': generatePodTokenKeys().publicKeyPem });
+  const store = new RedisRulesStore({
+    url: `redis://127.0.0.1:${port}`, scope: 'pod-uid-unreachable', prefix: `test:${process.pid}`, logger: createLogger({ name: 'store', destination: logs.destination }), startTimeoutMs: 300,
+    verifier: new RuleSetVerifier(`${keys}/public.pem`), validate: (rules, source) => validateRules(rules, source),
+  });
+  const p = await startProxy(t, { env: { REDIS_URL: `redis://127.0.0.1:${port}`, RULES_SCOPE: 'pod-uid-unreachable', ALLOWED_DOMAINS: 'static.test', POD_TOKEN_PUBLIC_KEYS_FILE: `${keys}/public.pem` }, deps: { store } });
   const line = await p.logs.waitFor('rules store unreachable at start-up; serving the environment and file rules, retrying in the background');
   t.match(line, { level: 'error', store: 'redis' });
   const metrics = await (await fetch(`${p.adminUrl}/metrics`)).text();

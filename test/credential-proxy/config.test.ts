@@ -50,3 +50,10 @@ t.test('`workspace-sandbox proxy --help` prints usage and the environment', asyn
   t.match(stdout, /workspace-sandbox proxy/);
   for (const v of ['PROXY_HOST', 'PROXY_PORT', 'ADMIN_HOST', 'ADMIN_PORT', 'ALLOWED_DOMAINS', 'RULES_FILE', 'RULES_TOKEN_FILE', 'RULES_SCOPE', 'REDIS_URL', 'CA_DIR', 'UPSTREAM_CA_FILE', 'LOG_LEVEL']) t.match(stdout, v);
 });
+
+t.test('the env names lib/constants.ts gives the webhook are the ones the proxy reads', async (t) => {
+  const { PROXY_ENV } = await import('../../lib/constants.ts');
+  const { proxyEnvSchema } = await import('../../credential-proxy/config.ts');
+  const keys = Object.keys(proxyEnvSchema.shape);
+  for (const name of Object.values(PROXY_ENV)) t.ok(keys.includes(name), name);
+});

@@ -4,9 +4,17 @@ import {
   compileRule, normaliseHost, parseHostPattern, rulesFromAllowedDomains, validateRules, RuleSetError,
   type RuleInput,
 } from '../../credential-proxy/rules.ts';
+import { parseCredentialCatalog } from '../../credential-proxy/credential-catalog.ts';
+
+const CATALOG = parseCredentialCatalog({
+  credentials: {
+    llm: { hosts: ['llm.example.com'], type: 'header', header: 'Authorization', value: { env: 'LLM_TOKEN' }, format: 'Bearer {value}' },
+    secret: { hosts: ['secret.example.com'], type: 'header', header: 'x-api-key', value: { file: '/run/secrets/key' } },
+  },
+}, 'test');
 
 function compile(inputs: RuleInput[]) {
-  return validateRules(inputs, 'test').map((r) => compileRule(r, 'api'));
+  return validateRules(inputs, 'test', new Set(), CATALOG).map((r) => compileRule(r, 'api', CATALOG));
 }
 
 const RULES = compile([
@@ -14,9 +22,9 @@ const RULES = compile([
   { id: 'wild', hosts: ['*.example.org'], ports: [443, 8443] },
   { id: 'idn', hosts: ['bücher.example'] },
   { id: 'plain', hosts: ['plain.example.com'], ports: [80], methods: ['get', 'HEAD'], paths: ['/public/*', '/status'] },
-  { id: 'creds', hosts: ['llm.example.com'], credentials: { type: 'header', name: 'Authorization', value: { env: 'LLM_TOKEN' }, format: 'Bearer {value}' } },
+  { id: 'creds', hosts: ['llm.example.com'], credential: 'llm' },
   { id: 'llm-allow', hosts: ['llm.example.com'] },
-  { id: 'creds-only', hosts: ['secret.example.com'], credentials: { type: 'header', name: 'x-api-key', value: { literal: 'k-123456' } } },
+  { id: 'creds-only', hosts: ['secret.example.com'], credential: 'secret' },
   { id: 'deep-wild', hosts: ['*.eu.example.org'], ports: [9443] },
 ]);
 
@@ -104,11 +112,11 @@ t.test('rule-set validation lists every problem', async (t) => {
     { id: 'ok', hosts: ['login.*.example.com'], ports: [0] },
     { id: 'bad id!', hosts: [] },
     { id: 'x', hosts: ['b.example.com'], methods: ['G E T'], paths: ['no-slash'], unknown: true },
-    { id: 'c', hosts: ['c.example.com'], credentials: { type: 'header', name: 'x-api-key', value: { literal: '' } } },
+    { id: 'c', hosts: ['c.example.com'], credential: 'Not A Name' },
   ], 'test')) as RuleSetError;
   t.ok(err instanceof RuleSetError);
   const fields = err.problems.map((p) => p.field);
-  for (const f of ['[1].hosts[0]', '[1].ports[0]', '[2].id', '[2].hosts', '[3].methods[0]', '[3].paths[0]', '[3]', '[1].id', '[4].credentials.value.literal']) {
+  for (const f of ['[1].hosts[0]', '[1].ports[0]', '[2].id', '[2].hosts', '[3].methods[0]', '[3].paths[0]', '[3]', '[1].id', '[4].credential']) {
     t.ok(fields.includes(f), `problem reported for ${f}`);
   }
   t.match(err.message, /duplicate id/);
@@ -125,7 +133,7 @@ t.test('ALLOWED_DOMAINS entries become tunnel-only rules', async (t) => {
     ['env:bedrock-runtime.us-east-1.amazonaws.com', ['bedrock-runtime.us-east-1.amazonaws.com'], undefined],
     ['env:*.example.org:8443', ['*.example.org'], [8443]],
   ]);
-  t.notOk(rules.some((r) => r.credentials));
+  t.notOk(rules.some((r) => r.credential));
   t.throws(() => rulesFromAllowedDomains(['10.0.0.1']), /IP addresses are not allowed/);
 });
 

@@ -38,18 +38,19 @@ async function startStack(t: Test) {
   t.teardown(() => api.close());
   writeFileSync(join(dir, 'rules.json'), JSON.stringify([
     { id: 'plain', hosts: ['upstream.test', '*.wild.test'], ports: [up.httpPort, up.httpsPort], allowPrivate: true },
-    { id: 'api', hosts: [API], ports: [api.port], allowPrivate: true, credentials: { type: 'header', name: 'authorization', value: { literal: SECRET }, format: 'Bearer {value}' } },
+    { id: 'api', hosts: [API], ports: [api.port], allowPrivate: true, credential: 'api' },
   ]));
+  writeFileSync(join(dir, 'credentials.json'), JSON.stringify({ credentials: { api: { hosts: [API], type: 'header', header: 'authorization', value: { env: 'API_SECRET' }, format: 'Bearer {value}' } } }));
   writeFileSync(join(dir, 'tokens'), `backend:${TOKEN}\n`);
   const config = loadProxyConfig({
     PROXY_PORT: '0', ADMIN_PORT: '0', ADMIN_HOST: '127.0.0.1', LOG_LEVEL: 'debug', POD_NAME: 'ws-fuzz',
-    RULES_FILE: join(dir, 'rules.json'), RULES_TOKEN_FILE: join(dir, 'tokens'), CA_DIR: join(dir, 'shared'),
+    RULES_FILE: join(dir, 'rules.json'), RULES_TOKEN_FILE: join(dir, 'tokens'), CREDENTIALS_FILE: join(dir, 'credentials.json'), CA_DIR: join(dir, 'shared'),
     UPSTREAM_CA_FILE: join(dir, 'upstream-ca.pem'), HEADER_TIMEOUT_MS: '2000', UPSTREAM_CONNECT_TIMEOUT_MS: '500',
   });
   const logs = captureLogs();
   const logger = createLogger({ name: 'credential-proxy', level: 'debug', destination: logs.destination });
   const registry = createMetricsRegistry({ program: 'credential-proxy', defaultMetrics: false });
-  const interceptor = createInterceptor(config, { logger, registry, env: {} });
+  const interceptor = createInterceptor(config, { logger, registry, env: { API_SECRET: SECRET } });
   const proxy = createProxy(config, { logger, registry, resolver: testResolver(), interceptor });
   const bound = await proxy.listen();
   t.teardown(() => proxy.close());

@@ -56,25 +56,30 @@ async function startStack(t: Pick<typeof tap, 'teardown' | 'ok'>, ports: { bedro
   const dir = mkdtempSync(join(tmpdir(), 'ws-e2e-'));
   const secretDir = join(dir, 'secret');
   writeSecretVolume(secretDir, { token: FILE_SECRET });
+  // The sidecar's own declarations: rules only name them.
+  const credentials = {
+    bedrock: { hosts: [BEDROCK], type: 'aws-sigv4', service: 'bedrock', region: 'us-east-1' },
+    api: { hosts: [API], type: 'header', header: 'authorization', value: { file: join(secretDir, 'token') }, format: 'Bearer {value}' },
+    'bad-cert': { hosts: ['bad.example.test'], type: 'header', header: 'x-api-key', value: { env: 'BAD_KEY' } },
+    conv: { hosts: ['conv.example.test'], type: 'header', header: 'x-api-key', value: { env: 'CONV_KEY' } },
+  };
   const rules = [
-    { id: 'bedrock', hosts: [BEDROCK], ports: [ports.bedrock], allowPrivate: true, methods: ['POST'], paths: ['/model/*'],
-      credentials: { type: 'aws-sigv4', service: 'bedrock', region: 'us-east-1' } },
-    { id: 'api', hosts: [API], ports: [ports.api], allowPrivate: true,
-      credentials: { type: 'header', name: 'authorization', value: { file: join(secretDir, 'token') }, format: 'Bearer {value}' } },
-    { id: 'bad-cert', hosts: ['bad.example.test'], ports: [ports.bad], allowPrivate: true,
-      credentials: { type: 'header', name: 'x-api-key', value: { env: 'BAD_KEY' } } },
+    { id: 'bedrock', hosts: [BEDROCK], ports: [ports.bedrock], allowPrivate: true, methods: ['POST'], paths: ['/model/*'], credential: 'bedrock' },
+    { id: 'api', hosts: [API], ports: [ports.api], allowPrivate: true, credential: 'api' },
+    { id: 'bad-cert', hosts: ['bad.example.test'], ports: [ports.bad], allowPrivate: true, credential: 'bad-cert' },
   ];
+  writeFileSync(join(dir, 'credentials.json'), JSON.stringify({ credentials }));
   writeFileSync(join(dir, 'rules.json'), JSON.stringify(rules));
   writeFileSync(join(dir, 'tokens'), `backend:${ADMIN_TOKEN}\n`);
   const config = loadProxyConfig({
     PROXY_PORT: '0', ADMIN_PORT: '0', ADMIN_HOST: '127.0.0.1', POD_NAME: 'ws-e2e-pod', LOG_LEVEL: 'debug',
-    RULES_FILE: join(dir, 'rules.json'), RULES_TOKEN_FILE: join(dir, 'tokens'),
+    RULES_FILE: join(dir, 'rules.json'), RULES_TOKEN_FILE: join(dir, 'tokens'), CREDENTIALS_FILE: join(dir, 'credentials.json'),
     CA_DIR: join(dir, 'shared'), UPSTREAM_CA_FILE: upstreamCaFile,
   });
   const logs = captureLogs();
   const logger = createLogger({ name: 'credential-proxy', level: 'debug', destination: logs.destination });
   const registry = createMetricsRegistry({ program: 'credential-proxy', defaultMetrics: false });
-  const interceptor = createInterceptor(config, { logger, registry, env: { BAD_KEY: 'bad-key-value-1234' }, awsCredentials: async () => REAL });
+  const interceptor = createInterceptor(config, { logger, registry, env: { BAD_KEY: 'bad-key-value-1234', CONV_KEY: LITERAL_SECRET }, awsCredentials: async () => REAL });
   const proxy = createProxy(config, { logger, registry, resolver, interceptor });
   const bound = await proxy.listen();
   t.teardown(() => proxy.close());
@@ -180,7 +185,7 @@ t.test('credential injection end to end', async (t) => {
     // Same host and rule, another port: register a rule for it through the API (as the backend does).
     const post = await fetch(`${s.adminUrl}/rules`, {
       method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ id: 'bedrock-long', hosts: [BEDROCK], ports: [long.port], allowPrivate: true, credentials: { type: 'aws-sigv4', service: 'bedrock', region: 'us-east-1' } }),
+      body: JSON.stringify({ id: 'bedrock-long', hosts: [BEDROCK], ports: [long.port], allowPrivate: true, credential: 'bedrock' }),
     });
     t.equal(post.status, 201, await post.clone().text());
     const events = await runClient('stream-abort', { ...sdkEnv, BEDROCK_ENDPOINT: `https://${BEDROCK}:${long.port}` });
@@ -266,18 +271,17 @@ t.test('credential injection end to end', async (t) => {
     t.equal(bad.seen.length, 0, 'nothing was sent to the untrusted upstream');
   });
 
-  await t.test('secrets: never in a log line, redacted in GET /rules', async (t) => {
+  await t.test('secrets: never in a log line nor in GET /rules; a rule added through /rules names a declared credential', async (t) => {
     const post = await fetch(`${s.adminUrl}/rules`, {
       method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ id: 'conv-1', hosts: ['conv.example.test'], ports: [api.port], allowPrivate: true, credentials: { type: 'header', name: 'x-api-key', value: { literal: LITERAL_SECRET } } }),
+      body: JSON.stringify({ id: 'conv-1', hosts: ['conv.example.test'], ports: [api.port], allowPrivate: true, credential: 'conv' }),
     });
     t.equal(post.status, 201);
-    t.notOk((await post.text()).includes(LITERAL_SECRET), 'the POST answer does not echo the secret');
+    t.notOk((await post.text()).includes(LITERAL_SECRET), 'the POST answer does not show the secret');
     const r = await run('curl', ['-sS', `https://conv.example.test:${api.port}/v1/conv`], { HTTPS_PROXY: s.proxyUrl, CURL_CA_BUNDLE: bundle });
-    t.equal(JSON.parse(r.stdout).headers['x-api-key'], LITERAL_SECRET, 'the literal credential is used');
+    t.equal(JSON.parse(r.stdout).headers['x-api-key'], LITERAL_SECRET, 'the declared credential is used');
     const rules = await (await fetch(`${s.adminUrl}/rules`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
-    t.notOk(rules.includes(LITERAL_SECRET), 'GET /rules redacts it');
-    t.match(rules, /\[REDACTED\]/);
+    t.notOk(rules.includes(LITERAL_SECRET), 'GET /rules never shows it');
     const metrics = await (await fetch(`${s.adminUrl}/metrics`)).text();
     t.match(metrics, /proxy_intercepted_requests_total\{[^}]*rule="conv-1"/);
     const text = s.logs.text();

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { SecretSet } from '../../lib/log.ts';
 import type { WorkspaceSandboxError } from '../../lib/errors.ts';
 import { createSigV4Signer, parseQuery, signingName } from '../../credential-proxy/sigv4.ts';
-import { formatHeaderValue, headerCredential, registerRuleSecret, SecretReader } from '../../credential-proxy/credentials.ts';
+import { formatHeaderValue, headerCredential, SecretReader } from '../../credential-proxy/credentials.ts';
 import { verifySigV4 } from './fixtures/bedrock-sigv4.ts';
 import { listenLocal, closeServer } from '../helpers/listen.ts';
 import { writeSecretVolume } from '../helpers/secret-volume.ts';
@@ -120,15 +120,15 @@ t.test('the default chain: EKS Pod Identity (container credentials endpoint + to
   rmSync(dir, { recursive: true, force: true });
 });
 
-t.test('SecretReader: env, literal, file; every value registered for scrubbing', async (t) => {
+t.test('SecretReader: env, file; every value registered for scrubbing', async (t) => {
   const secrets = new SecretSet();
   const dir = mkdtempSync(join(tmpdir(), 'ws-secret-'));
   writeFileSync(join(dir, 'plain'), 'file-secret-value\n');
-  const reader = new SecretReader({ env: { TOKEN: ' env-secret-value ' }, secrets, fileRecheckMs: 0 });
+  const reader = new SecretReader({ env: { TOKEN: ' env-secret-value ', CRLF: 'one\r\nInjected: two' }, secrets, fileRecheckMs: 0 });
   t.equal(reader.read({ env: 'TOKEN' }), 'env-secret-value');
-  t.equal(reader.read({ literal: 'literal-secret' }), 'literal-secret');
   t.equal(reader.read({ file: join(dir, 'plain') }), 'file-secret-value', 'trailing newline dropped');
-  t.equal(secrets.scrub('a env-secret-value b literal-secret c file-secret-value'), 'a [REDACTED] b [REDACTED] c [REDACTED]');
+  t.equal(secrets.scrub('a env-secret-value b file-secret-value'), 'a [REDACTED] b [REDACTED]');
+  t.throws(() => reader.read({ env: 'CRLF' }), { code: 'WS_ERR_UNAVAILABLE', message: /CRLF holds more than one line/ }, 'a value with CR/LF is never a header value');
   t.throws(() => reader.read({ env: 'MISSING' }), { code: 'WS_ERR_UNAVAILABLE', message: /MISSING is not set/ });
   t.throws(() => reader.read({ file: join(dir, 'absent') }), { code: 'WS_ERR_UNAVAILABLE', message: /ENOENT/ });
   writeFileSync(join(dir, 'two'), 'a-line\nanother-line');
@@ -153,15 +153,11 @@ t.test('SecretReader: a rotated Secret volume is picked up; a vanished file keep
   t.equal(reader.read(src), 'second-token-value', 'mid-rotation absence keeps the last value');
 });
 
-t.test('header values: format template, registration of literal rule secrets', async (t) => {
+t.test('header values: format template', async (t) => {
   const secrets = new SecretSet();
-  const reader = new SecretReader({ env: {}, secrets });
-  const spec = { type: 'header' as const, name: 'authorization', value: { literal: 'abc-123-secret' }, format: 'Bearer {value}' };
+  const reader = new SecretReader({ env: { V: 'abc-123-secret' }, secrets });
+  const spec = { type: 'header' as const, name: 'authorization', value: { env: 'V' }, format: 'Bearer {value}' };
   t.same(headerCredential(spec, reader), { name: 'authorization', value: 'Bearer abc-123-secret' });
-  t.equal(formatHeaderValue({ type: 'header', name: 'x-api-key', value: { literal: 'v' } }, 'raw'), 'raw');
-  const s2 = new SecretSet();
-  registerRuleSecret(spec, s2);
-  t.equal(s2.scrub('x abc-123-secret y'), 'x [REDACTED] y');
-  registerRuleSecret({ type: 'aws-sigv4', service: 'bedrock', region: 'us-east-1' }, s2);
-  t.equal(s2.size, 1);
+  t.equal(formatHeaderValue({ type: 'header', name: 'x-api-key', value: { env: 'V' } }, 'raw'), 'raw');
+  t.equal(secrets.scrub('x abc-123-secret y'), 'x [REDACTED] y', 'the value read is registered for scrubbing');
 });

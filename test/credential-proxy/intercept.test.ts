@@ -19,7 +19,8 @@ import { HEADER_DENY_REASON } from '../../lib/constants.ts';
 
 const SECRET = 'sk-live-7f3c9a1e5b2d4c6e8f0a';
 const headerRule = (value: InterceptRule['credentials'] extends infer C ? C : never, extra: Partial<InterceptRule> = {}): InterceptRule => ({ id: 'api', credentials: value, ...extra });
-const bearerLiteral = headerRule({ type: 'header', name: 'authorization', value: { literal: SECRET }, format: 'Bearer {value}' });
+const bearer = headerRule({ type: 'header', name: 'authorization', value: { env: 'API_SECRET' }, format: 'Bearer {value}' });
+const SECRET_ENV = { API_SECRET: SECRET };
 
 function echoed(body: string): { method: string; url: string; headers: Record<string, string | string[]>; body: string } {
   return JSON.parse(body);
@@ -35,7 +36,7 @@ async function openTunnel(h: Harness, host = API_HOST): Promise<Socket> {
 }
 
 t.test('header credential: the real value replaces whatever the workspace sent; keep-alive tunnel', async (t) => {
-  const h = await startHarness(t, { rule: bearerLiteral });
+  const h = await startHarness(t, { env: SECRET_ENV, rule: bearer });
   const agent = proxyAgent(h);
   t.teardown(() => agent.destroy());
   for (let i = 0; i < 3; i++) {
@@ -100,7 +101,7 @@ t.test('curl and python3 through the proxy, trusting only the written CA bundle'
 });
 
 t.test('Host must be the CONNECT target (421), SNI must be the CONNECT host', async (t) => {
-  const h = await startHarness(t, { rule: bearerLiteral });
+  const h = await startHarness(t, { env: SECRET_ENV, rule: bearer });
   const agent = proxyAgent(h);
   t.teardown(() => agent.destroy());
   const other = await fetchVia(agent, h.url('/x'), { headers: { host: `other.example.test:${h.upstream.port}` } });
@@ -129,7 +130,7 @@ t.test('Host must be the CONNECT target (421), SNI must be the CONNECT host', as
 });
 
 t.test('the leaf served in the tunnel chains to the pod CA, names the host, carries an AKI; ALPN is http/1.1 only', async (t) => {
-  const h = await startHarness(t, { rule: bearerLiteral });
+  const h = await startHarness(t, { env: SECRET_ENV, rule: bearer });
   const socket = await openTunnel(h);
   const tls = tlsConnect({ socket, servername: API_HOST, ca: h.caPem, ALPNProtocols: ['h2', 'http/1.1'] });
   await once(tls, 'secureConnect');
@@ -150,7 +151,7 @@ t.test('the leaf served in the tunnel chains to the pod CA, names the host, carr
 });
 
 t.test('a ClientHello sent with the CONNECT (no wait for the 200) still works', async (t) => {
-  const h = await startHarness(t, { rule: bearerLiteral });
+  const h = await startHarness(t, { env: SECRET_ENV, rule: bearer });
   const raw = netConnect(h.front.port, '127.0.0.1');
   await once(raw, 'connect');
   // A duplex that prepends the CONNECT to the first TLS write and strips the 200 from the reply.
@@ -187,7 +188,7 @@ t.test('a ClientHello sent with the CONNECT (no wait for the 200) still works', 
 });
 
 t.test('methods and paths of the rule are enforced inside the tunnel', async (t) => {
-  const h = await startHarness(t, { rule: { ...bearerLiteral, methods: ['POST'], paths: ['/model/*', '/v1/exact'] } });
+  const h = await startHarness(t, { env: SECRET_ENV, rule: { ...bearer, methods: ['POST'], paths: ['/model/*', '/v1/exact'] } });
   const agent = proxyAgent(h);
   t.teardown(() => agent.destroy());
   t.equal((await fetchVia(agent, h.url('/model/x/invoke'), { method: 'POST', body: '{}' })).status, 200);
@@ -213,7 +214,7 @@ t.test('methods and paths of the rule are enforced inside the tunnel', async (t)
 
 t.test('upstream certificate problems → 502 with the reason', async (t) => {
   const stranger = makeTestPki([API_HOST]); // a CA the proxy does not trust
-  const h = await startHarness(t, { rule: bearerLiteral, upstreamPair: stranger });
+  const h = await startHarness(t, { env: SECRET_ENV, rule: bearer, upstreamPair: stranger });
   const agent = proxyAgent(h);
   t.teardown(() => agent.destroy());
   const r = await fetchVia(agent, h.url('/x'));
@@ -222,7 +223,7 @@ t.test('upstream certificate problems → 502 with the reason', async (t) => {
   t.equal(h.upstream.seen.length, 0);
 
   const trusted = makeTestPki(['someone-else.example.test']);
-  const h2 = await startHarness(t, { rule: bearerLiteral });
+  const h2 = await startHarness(t, { env: SECRET_ENV, rule: bearer });
   // Same trusted CA as the harness, wrong name: serve a leaf for another host.
   const wrongName = h2.upstreamPki.issue(['someone-else.example.test']);
   h2.upstream.server.setSecureContext({ cert: wrongName.certPem, key: wrongName.keyPem });
@@ -236,7 +237,7 @@ t.test('upstream certificate problems → 502 with the reason', async (t) => {
 });
 
 t.test('upstream down → 502 naming the failure, not the address', async (t) => {
-  const h = await startHarness(t, { rule: bearerLiteral });
+  const h = await startHarness(t, { env: SECRET_ENV, rule: bearer });
   await h.upstream.close();
   const agent = proxyAgent(h);
   t.teardown(() => agent.destroy());
@@ -249,7 +250,7 @@ t.test('upstream down → 502 naming the failure, not the address', async (t) =>
 t.test('responses stream unbuffered; a client abort closes the upstream request at once', async (t) => {
   let writes = 0;
   const h = await startHarness(t, {
-    rule: bearerLiteral,
+    env: SECRET_ENV, rule: bearer,
     handler: (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write('data: first\n\n');
@@ -314,7 +315,7 @@ t.test('a missing credential is a 503 naming the source, never a request without
 });
 
 t.test('malformed requests inside the tunnel get a clean 4xx', async (t) => {
-  const h = await startHarness(t, { rule: bearerLiteral });
+  const h = await startHarness(t, { env: SECRET_ENV, rule: bearer });
   const socket = await openTunnel(h);
   const tls = tlsConnect({ socket, servername: API_HOST, ca: h.caPem });
   await once(tls, 'secureConnect');
@@ -331,7 +332,7 @@ t.test('an upstream connection closed under a pooled request: idempotent ones ar
   const perSocket = new WeakMap<object, number>();
   const log: string[] = [];
   const h = await startHarness(t, {
-    rule: bearerLiteral,
+    env: SECRET_ENV, rule: bearer,
     handler: (req, res, seen) => {
       const n = (perSocket.get(req.socket) ?? 0) + 1;
       perSocket.set(req.socket, n);

@@ -1,97 +1,150 @@
-// The Redis rules store against a real redis-server: sharing, outage, resync, concurrency.
+// Redis as an attacker in the workspace meets it (issue 13, item 2): a real redis-server locked down
+// with the shipped ACL, real proxies reading signed rule sets with the read-only user, the backend's
+// publisher as the only writer; and TLS to Redis (rediss://) with a CA file.
 import t from 'tap';
-import { createLogger } from '../../lib/log.ts';
-import { RedisRulesStore } from '../../credential-proxy/rules-store-redis.ts';
-import { redisSkipReason, startRedis, type RedisServer } from '../helpers/redis.ts';
-import { captureLogs } from '../helpers/log-capture.ts';
-import { rawExchange, startProxy, statusOf, type StartedProxy, type TeardownHost } from './fixtures/proxy-harness.ts';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { signRuleSet } from '../../credential-proxy/rule-set-signature.ts';
+import { publishRuleSet } from '../../credential-proxy/rules-publisher.ts';
+import { REDIS_RULES_READER_USER } from '../../lib/constants.ts';
+import { generatePodTokenKeys } from '../../lib/pod-token.ts';
+import { redisSkipReason } from '../helpers/redis.ts';
+import { makeTestPki } from '../helpers/tls.ts';
+import { connectOutcome, podProxy, startLockedRedis, until, type PodProxy } from './fixtures/redis-rules.ts';
 
-const TOKEN = 'redis-rules-token-0a9b8c7d6e';
-const auth = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
+const PREFIX = 'workspace-sandbox:rules';
+const HOUR = 3600_000;
+const deadline = () => new Date(Date.now() + HOUR);
+/** `redis-cli` as a workspace runs it: stdout and stderr together (errors print there, exit code 0). */
+const redisCli = (args: string[]) => new Promise<string>((resolve) => {
+  execFile('redis-cli', args, { timeout: 5000 }, (_err, stdout, stderr) => resolve(`${stdout}${stderr}`));
+});
+const versionOf = async (p: PodProxy, token: string) => {
+  const res = await fetch(`${p.adminUrl}/rules`, { headers: { authorization: `Bearer ${token}` } });
+  return (await res.json() as { version: number; global: { version: number } });
+};
 
-async function proxyOn(t: TeardownHost, redis: RedisServer, scope: string, extra: Record<string, string> = {}): Promise<StartedProxy> {
-  const logs = captureLogs();
-  const store = new RedisRulesStore({ url: redis.url, scope, prefix: `test:${process.pid}`, logger: createLogger({ name: 'store', destination: logs.destination }), startTimeoutMs: 1000 });
-  return startProxy(t, { tokens: [`backend:${TOKEN}`], env: { REDIS_URL: redis.url, RULES_SCOPE: scope, ...extra }, deps: { store } });
-}
+t.test('a workspace with network access to Redis and no password reads nothing and writes nothing', { skip: redisSkipReason(true) }, async (t) => {
+  const locked = await startLockedRedis(t);
+  const writer = locked.writer();
+  await publishRuleSet(writer, { signingKeyPem: locked.keys.privateKeyPem, scope: 'pod-a', rules: [{ id: 'a', hosts: ['a.test'] }], expiresAt: deadline() });
+  const key = `${PREFIX}:scope:pod-a`;
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
+  // No password at all: what `redis-cli` run through /execute in the workspace has.
+  const port = String(locked.redis.port);
+  const cli = (...args: string[]) => redisCli(['-h', '127.0.0.1', '-p', port, '--no-auth-warning', ...args]);
+  for (const args of [['--scan'], ['KEYS', '*'], ['HGETALL', key], ['HGET', key, 'doc'], ['HSET', key, 'doc', 'x'], ['PUBLISH', key, '1'],
+    ['EVAL', 'return 1', '0'], ['FLUSHALL'], ['CONFIG', 'GET', '*'], ['ACL', 'LIST'], ['SUBSCRIBE', key]]) {
+    t.match(await cli(...args), /NOAUTH/, `no password: ${args.join(' ')} refused`);
   }
-}
+  t.match(await cli('AUTH', 'default', ''), /WRONGPASS|disabled/, 'the default user is disabled');
+  t.match(await cli('--user', REDIS_RULES_READER_USER, '--pass', 'guessed-password', 'HGET', key, 'doc'), /WRONGPASS|AUTH failed/, 'a wrong password is refused');
+  t.match(await cli('--user', 'ws-rules-writer', '--pass', locked.readerPassword, 'HSET', key, 'doc', 'x'), /WRONGPASS|AUTH failed/, 'the reader password is not the writer\'s');
 
-const rulesOf = async (p: StartedProxy) => (await (await fetch(`${p.adminUrl}/rules`, { headers: auth })).json()) as { version: number; rules: { id: string }[] };
-const put = (p: StartedProxy, rules: unknown[], ifMatch?: number) =>
-  fetch(`${p.adminUrl}/rules`, { method: 'PUT', headers: { ...auth, ...(ifMatch === undefined ? {} : { 'if-match': `"${ifMatch}"` }) }, body: JSON.stringify(rules) });
-const decision = async (p: StartedProxy, host: string) => statusOf(await rawExchange(p.port, `CONNECT ${host}:443 HTTP/1.1\r\nHost: ${host}:443\r\n\r\n`));
-
-t.test('two proxies share a scope through Redis; outage keeps rules, refuses writes; restart resyncs', { skip: redisSkipReason(true) }, async (t) => {
-  const redis = await startRedis(t, { needsControl: true });
-  const a = await proxyOn(t, redis, 'pod-uid-1');
-  const b = await proxyOn(t, redis, 'pod-uid-1');
-  const other = await proxyOn(t, redis, 'pod-uid-2');
-
-  // The names resolve to loopback, so an allowed CONNECT ends as a 403 from the SSRF guard with
-  // "non-public address", while a host without a rule is "not in the allowlist".
-  const allowed = async (p: StartedProxy, host: string) => /non-public address/.test(await rawExchange(p.port, `CONNECT ${host}:443 HTTP/1.1\r\nHost: ${host}:443\r\n\r\n`));
-
-  t.equal((await put(a, [{ id: 'shared', hosts: ['shared.test'] }], 0)).status, 200);
-  await until('b sees the rule', async () => (await rulesOf(b)).version === 1);
-  t.same((await rulesOf(b)).rules.map((r) => r.id), ['shared']);
-  t.ok(await allowed(b, 'shared.test'), 'the rule is in force on the other replica');
-  t.equal((await rulesOf(other)).version, 0, 'another scope is untouched');
-  t.notOk(await allowed(other, 'shared.test'));
-
-  // Concurrent writers with the same If-Match: exactly one wins.
-  const [r1, r2] = await Promise.all([put(a, [{ id: 'x1', hosts: ['x1.test'] }], 1), put(b, [{ id: 'x2', hosts: ['x2.test'] }], 1)]);
-  t.same([r1.status, r2.status].sort(), [200, 412], 'stale If-Match → 412');
-  await until('both at version 2', async () => (await rulesOf(a)).version === 2 && (await rulesOf(b)).version === 2);
-  const winner = (await rulesOf(a)).rules[0]!.id;
-  t.equal((await rulesOf(b)).rules[0]!.id, winner);
-
-  // Redis dies: last known rules keep serving, the outage is visible, writes are refused.
-  await redis.kill();
-  await until('a notices the outage', async () => (await (await fetch(`${a.adminUrl}/readyz`)).json() as { store: { up: boolean } }).store.up === false);
-  t.ok(await allowed(a, `${winner}.test`), 'last known rules still served');
-  const ready = await (await fetch(`${a.adminUrl}/readyz`)).json() as { status: string; store: { up: boolean; kind: string } };
-  t.match(ready, { status: 'ready', store: { kind: 'redis', up: false } }, 'readyz details report the store down');
-  t.match(await (await fetch(`${a.adminUrl}/metrics`)).text(), /rules_store_up\{program="credential-proxy"\} 0/);
-  const during = await put(a, [{ id: 'lost', hosts: ['lost.test'] }]);
-  t.equal(during.status, 503, 'a write while Redis is down is refused');
-  t.match((await during.json() as { error: { message: string } }).error.message, /NOT applied/);
-  t.equal((await rulesOf(a)).version, 2, 'and nothing changed locally');
-
-  // Redis comes back empty: the proxies reconnect, re-seed, and sharing works again.
-  await redis.start();
-  await until('a reconnects', async () => (await (await fetch(`${a.adminUrl}/readyz`)).json() as { store: { up: boolean } }).store.up);
-  await until('b reconnects', async () => (await (await fetch(`${b.adminUrl}/readyz`)).json() as { store: { up: boolean } }).store.up);
-  t.match(await (await fetch(`${a.adminUrl}/metrics`)).text(), /rules_store_up\{program="credential-proxy"\} 1/);
-  const resynced = await until('re-seeded at version 2', async () => { const r = await rulesOf(a); return r.version === 2 && r; });
-  t.equal(resynced.rules[0]!.id, winner, 'the rule set survived a Redis restart without persistence');
-  t.equal((await put(b, [{ id: 'after', hosts: ['after.test'] }], 2)).status, 200, 'version continues monotonically');
-  await until('a resyncs from b', async () => (await rulesOf(a)).version === 3);
-  t.ok(await allowed(a, 'after.test'));
-  t.equal(await decision(a, `${winner}.test`), 403);
+  // The sidecar's read-only user: its keys, read-only; nothing else.
+  const reader = locked.client({ username: REDIS_RULES_READER_USER, password: locked.readerPassword });
+  t.ok(await reader.hget(key, 'doc'), 'the reader reads a rule set');
+  for (const [name, run] of [
+    ['HSET', () => reader.hset(key, 'doc', 'x')], ['DEL', () => reader.del(key)], ['PUBLISH', () => reader.publish(key, '1')],
+    ['EVAL', () => reader.eval(`redis.call('HSET', KEYS[1], 'doc', 'x')`, 1, key)], ['SCAN', () => reader.scan('0')], ['KEYS', () => reader.keys('*')],
+    ['HGETALL', () => reader.hgetall(key)], ['SET elsewhere', () => reader.set('other', '1')], ['HGET elsewhere', () => reader.hget('other', 'x')],
+    ['FLUSHALL', () => reader.flushall()], ['CONFIG', () => reader.config('GET', '*')], ['ACL', () => reader.acl('LIST')],
+  ] as const) {
+    await t.rejects((run as () => Promise<unknown>)(), /NOPERM/, `reader: ${name} refused`);
+  }
+  t.equal(await writer.hget(key, 'version').then(Number) > 0, true, 'the set is intact');
 });
 
-t.test('Redis unreachable at start: static rules serve, the store is retried in the background', { skip: redisSkipReason(true) }, async (t) => {
-  const redis = await startRedis(t, { needsControl: true });
-  await redis.kill();
-  const p = await proxyOn(t, redis, 'pod-uid-late', { ALLOWED_DOMAINS: 'static.test' });
-  const ready = await fetch(`${p.adminUrl}/readyz`);
-  t.equal(ready.status, 200, 'ready with file/env rules');
-  t.match(await ready.json(), { store: { up: false, synced: false } });
-  t.match(await rawExchange(p.port, 'CONNECT static.test:443 HTTP/1.1\r\nHost: x\r\n\r\n'), /non-public address/, 'env rule served');
-  t.equal((await put(p, [])).status, 503);
-  await redis.start();
-  await until('store up and synced', async () => {
-    const r = await (await fetch(`${p.adminUrl}/readyz`)).json() as { store: { up: boolean; synced: boolean } };
-    return r.store.up && r.store.synced;
-  });
-  t.equal((await put(p, [{ id: 'late', hosts: ['late.test'] }], 0)).status, 200);
+t.test('a tampered, foreign, replayed or unsigned rule set in Redis is ignored by the proxy', { skip: redisSkipReason(true) }, async (t) => {
+  const locked = await startLockedRedis(t);
+  const writer = locked.writer();
+  const p = await podProxy(t, locked, 'pod-a');
+  const token = await locked.token('pod-a');
+  const key = `${PREFIX}:scope:pod-a`;
+
+  const v1 = await publishRuleSet(writer, { signingKeyPem: locked.keys.privateKeyPem, scope: 'pod-a', rules: [{ id: 'ok', hosts: ['ok.test'] }], expiresAt: deadline() });
+  await until('the proxy applies the signed set', async () => (await versionOf(p, token)).version === v1.version);
+  t.equal(await connectOutcome(p, 'ok.test'), 'allowed');
+  const signedV1 = (await writer.hget(key, 'doc'))!;
+  const v2 = await publishRuleSet(writer, { signingKeyPem: locked.keys.privateKeyPem, scope: 'pod-a', rules: [{ id: 'ok2', hosts: ['ok2.test'] }], expiresAt: deadline() });
+  await until('v2 applied', async () => (await versionOf(p, token)).version === v2.version);
+
+  // Whoever can write Redis (the ACL is the first fence; here it is assumed broken) tries:
+  const other = generatePodTokenKeys();
+  const [header, payload, sig] = signedV1.split('.');
+  const claims = JSON.parse(Buffer.from(payload!, 'base64url').toString());
+  const evil = { ...claims, version: v2.version + 10, rules: [{ id: 'evil', hosts: ['evil.test'], allowPrivate: true }] };
+  const forged = [
+    ['rules edited under the backend\'s signature', `${header}.${Buffer.from(JSON.stringify(evil)).toString('base64url')}.${sig}`],
+    ['signed with a key the proxy does not trust', await signRuleSet(other.privateKeyPem, { set: 'scope', scope: 'pod-a', version: v2.version + 10, rules: evil.rules })],
+    ['signed for another pod', await signRuleSet(locked.keys.privateKeyPem, { set: 'scope', scope: 'pod-b', version: v2.version + 10, expiresAt: Date.now() + HOUR, rules: evil.rules })],
+    ['the global set passed off as the pod\'s', await signRuleSet(locked.keys.privateKeyPem, { set: 'global', scope: 'global', version: v2.version + 10, rules: evil.rules })],
+    ['an expired set', await signRuleSet(locked.keys.privateKeyPem, { set: 'scope', scope: 'pod-a', version: v2.version + 10, expiresAt: Date.now() - 1, rules: evil.rules })],
+    ['a per-pod /rules token instead of a set', await locked.token('pod-a')],
+    ['an older set replayed', signedV1],
+    ['plain JSON', JSON.stringify({ version: v2.version + 10, rules: evil.rules })],
+  ] as const;
+  let rejected = 0;
+  for (const [what, doc] of forged) {
+    await writer.hset(key, 'version', v2.version + 10, 'doc', doc);
+    await writer.publish(key, 'x');
+    if (what !== 'an older set replayed') rejected++;
+    await until(`${what}: seen`, () => (what === 'an older set replayed' ? p.storeLogs.text().includes('not newer') : (p.proxy.store.status() as { rejectedSets?: number }).rejectedSets === rejected));
+    t.equal(await connectOutcome(p, 'evil.test'), 'denied', `${what}: not enforced`);
+    t.equal((await versionOf(p, token)).version, v2.version, `${what}: the version in force is unchanged`);
+  }
+  t.equal(await connectOutcome(p, 'ok2.test'), 'allowed', 'the backend\'s set is still in force');
+  t.match(await (await fetch(`${p.adminUrl}/metrics`)).text(), new RegExp(`rules_sets_rejected_total\\{[^}]*set="scope"[^}]*\\} ${rejected}`), 'counted for alerting');
+  t.match(p.storeLogs.text(), /bad signature/);
+  t.match(p.storeLogs.text(), /signed by an unknown key/);
+  t.match(p.storeLogs.text(), /signed for scope pod-b/);
+
+  // A signed set naming a credential this sidecar does not declare (or beyond its hosts) is refused whole.
+  await publishRuleSet(writer, { signingKeyPem: locked.keys.privateKeyPem, scope: 'pod-a', rules: [{ id: 'c', hosts: ['c.test'], credential: 'undeclared' }], expiresAt: deadline() });
+  await until('refused', () => (p.proxy.store.status() as { rejectedSets?: number }).rejectedSets === rejected + 1);
+  t.equal(await connectOutcome(p, 'c.test'), 'denied');
+});
+
+t.test('one channel and one key per pod; keys expire at the pod deadline; the global set reaches every pod', { skip: redisSkipReason(true) }, async (t) => {
+  const locked = await startLockedRedis(t);
+  const writer = locked.writer();
+  const a = await podProxy(t, locked, 'pod-a');
+  const b = await podProxy(t, locked, 'pod-b');
+  const expiresAt = deadline();
+  const pub = await publishRuleSet(writer, { signingKeyPem: locked.keys.privateKeyPem, scope: 'pod-a', rules: [{ id: 'a', hosts: ['a.test'] }], expiresAt });
+  t.equal(pub.key, `${PREFIX}:scope:pod-a`);
+  const pexpire = await writer.eval(`return redis.call('PEXPIRETIME', KEYS[1])`, 1, pub.key).catch(() => undefined);
+  if (pexpire !== undefined) t.equal(Number(pexpire), expiresAt.getTime(), 'the key expires at the pod deadline');
+  await until('a applies', async () => (await versionOf(a, await locked.token('pod-a'))).version === pub.version);
+  t.equal(await connectOutcome(a, 'a.test'), 'allowed');
+  t.equal(await connectOutcome(b, 'a.test'), 'denied', 'another pod is untouched');
+  t.match(a.storeLogs.text(), /applied a published rule set/);
+  t.notMatch(b.storeLogs.text(), /applied a published rule set/, 'and was not even woken: its channel is its own');
+  await t.rejects(publishRuleSet(writer, { signingKeyPem: locked.keys.privateKeyPem, scope: 'pod-a', rules: [] }), /needs expiresAt/);
+
+  const g = await publishRuleSet(writer, { signingKeyPem: locked.keys.privateKeyPem, rules: [{ id: 'pypi', hosts: ['pypi.test'] }] });
+  for (const p of [a, b]) await until('global applied', async () => (await versionOf(p, await locked.token(p === a ? 'pod-a' : 'pod-b'))).global.version === g.version);
+  t.equal(await connectOutcome(b, 'pypi.test'), 'allowed', 'the global set is in force everywhere');
+});
+
+t.test('rediss://: the proxy reads signed sets over TLS with REDIS_CA_FILE; without that CA it never trusts the server', { skip: redisSkipReason(true) }, async (t) => {
+  const pki = makeTestPki(['localhost']);
+  const dir = (await import('node:fs')).mkdtempSync(join((await import('node:os')).tmpdir(), 'ws-redis-tls-'));
+  t.teardown(() => import('node:fs').then((fs) => fs.rmSync(dir, { recursive: true, force: true })));
+  for (const [name, text] of [['ca.pem', pki.caPem], ['cert.pem', pki.certPem], ['key.pem', pki.keyPem]] as const) writeFileSync(join(dir, name), text);
+  const locked = await startLockedRedis(t, { tls: { certFile: join(dir, 'cert.pem'), keyFile: join(dir, 'key.pem'), caFile: join(dir, 'ca.pem') }, tlsCaFile: join(dir, 'ca.pem') });
+  t.match(locked.redis.url, /^rediss:\/\//);
+  const writer = locked.writer();
+  const pub = await publishRuleSet(writer, { signingKeyPem: locked.keys.privateKeyPem, scope: 'pod-tls', rules: [{ id: 'tls', hosts: ['tls.test'] }], expiresAt: deadline() });
+  const p = await podProxy(t, locked, 'pod-tls', { env: { REDIS_CA_FILE: join(dir, 'ca.pem') } });
+  await until('applied over TLS', async () => (await versionOf(p, await locked.token('pod-tls'))).version === pub.version);
+  t.equal(await connectOutcome(p, 'tls.test'), 'allowed');
+
+  // The same proxy without the CA (system trust only) refuses the server's certificate.
+  const blind = await podProxy(t, locked, 'pod-tls-2');
+  await new Promise((r) => setTimeout(r, 500));
+  const status = blind.proxy.store.status();
+  t.equal(status.up, false, 'no connection to a server it cannot verify');
+  t.match(status.lastError ?? '', /certificate|self.signed|unable to verify/i);
 });

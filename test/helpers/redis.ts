@@ -2,7 +2,8 @@
 // stop Redis use that server instead. A missing binary skips the Redis tests loudly, or fails
 // them when REQUIRE_REDIS=1 (CI sets it, so a machine without Redis cannot pass silently).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { freePort } from './listen.ts';
 import { once } from 'node:events';
 
@@ -31,17 +32,18 @@ export function redisSkipReason(needsControl = false): string | undefined {
 }
 
 
-async function waitForPort(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
+async function waitForPort(port: number, child: ChildProcess, timeoutMs: number, tls: boolean): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
     const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, '127.0.0.1');
-      s.once('connect', () => {
+      const s: Socket = tls ? tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false }) : connect(port, '127.0.0.1');
+      s.once(tls ? 'secureConnect' : 'connect', () => {
         s.write('PING\r\n');
         s.once('data', (d) => {
           s.destroy();
-          resolve(d.toString().startsWith('+PONG'));
+          // With the default user disabled (an ACL file), PING answers NOAUTH: the server is up.
+          resolve(/^(\+PONG|-NOAUTH)/.test(d.toString()));
         });
       });
       s.once('error', () => resolve(false));
@@ -68,10 +70,19 @@ export interface TeardownHost {
   teardown(fn: () => unknown): void;
 }
 
+export interface StartRedisOptions {
+  /** A server this test can kill and restart (never the external REDIS_URL one). */
+  needsControl?: boolean;
+  /** `--aclfile` to load (the default user then is whatever the file says). */
+  aclFile?: string;
+  /** TLS only (`--tls-port`, no plain port) with this key pair; clients need not present a certificate. */
+  tls?: { certFile: string; keyFile: string; caFile: string };
+}
+
 /** Starts a server for the test `t` and stops it at teardown. */
-export async function startRedis(t: TeardownHost, options: { needsControl?: boolean } = {}): Promise<RedisServer> {
+export async function startRedis(t: TeardownHost, options: StartRedisOptions = {}): Promise<RedisServer> {
   const external = process.env.REDIS_URL;
-  if (external && !options.needsControl) {
+  if (external && !options.needsControl && !options.aclFile && !options.tls) {
     const port = Number(new URL(external).port || 6379);
     const noop = async () => {
       throw new Error('an external REDIS_URL server cannot be stopped by tests');
@@ -80,13 +91,20 @@ export async function startRedis(t: TeardownHost, options: { needsControl?: bool
   }
   let child: ChildProcess | undefined;
   let port = 0;
-  const spawnOn = (p: number) => spawn(REDIS_BINARY, ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' });
+  const tls = options.tls;
+  const listenArgs = (p: number) => tls
+    ? ['--port', '0', '--tls-port', String(p), '--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile, '--tls-ca-cert-file', tls.caFile, '--tls-auth-clients', 'no']
+    : ['--port', String(p)];
+  const spawnOn = (p: number) => spawn(REDIS_BINARY, [
+    ...listenArgs(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning',
+    ...(options.aclFile ? ['--aclfile', options.aclFile] : []),
+  ], { stdio: 'ignore' });
   // The free port can be taken between our probe and Redis binding it: retry on another.
   for (let attempt = 1; ; attempt++) {
     port = await freePort();
     child = spawnOn(port);
     try {
-      await waitForPort(port, child, 5000);
+      await waitForPort(port, child, 5000, tls !== undefined);
       break;
     } catch (err) {
       child.kill('SIGKILL');
@@ -101,14 +119,14 @@ export async function startRedis(t: TeardownHost, options: { needsControl?: bool
     await exited;
   };
   const server: RedisServer = {
-    get url() { return `redis://127.0.0.1:${port}`; },
+    get url() { return `${tls ? 'rediss' : 'redis'}://${tls ? 'localhost' : '127.0.0.1'}:${port}`; },
     get port() { return port; },
     owned: true,
     kill: () => killChild('SIGKILL'),
     // Same port: clients reconnect to where Redis was.
     start: async () => {
       child = spawnOn(port);
-      await waitForPort(port, child, 5000);
+      await waitForPort(port, child, 5000, tls !== undefined);
     },
     stop: () => killChild('SIGTERM'),
   };
