@@ -18,10 +18,10 @@ export interface ProxyRelay {
   close(): Promise<void>;
 }
 
-export function createProxyRelay(socketPath: string, logger: Logger): ProxyRelay {
+export function createProxyRelay(socketPath: string, logger: Logger, maxConnections = MAX_RELAYED_CONNECTIONS): ProxyRelay {
   const open = new Set<Socket>();
   const server = createServer({ pauseOnConnect: true }, (client) => {
-    if (open.size >= MAX_RELAYED_CONNECTIONS) {
+    if (open.size >= maxConnections) {
       logger.warn({ open: open.size }, 'proxy relay full: connection closed');
       client.destroy();
       return;

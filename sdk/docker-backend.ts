@@ -14,17 +14,19 @@
 // the Kubernetes mode pays too and fine for a laptop or a single host's tens of workspaces.
 //
 // The per-workspace directory (STATE_DIR/<id>) also holds the agent token (mounted read-only), the
-// rules token (host only), proxy.json (pid and admin URL) and assignment.json (claim-time
-// conversation and labels: Docker labels are fixed at creation). Everything here is on the host
+// workspace's uid (the subject of its /rules tokens, signed with the backend's key; the proxy
+// checks them with STATE_DIR/pod-token/public.pem), proxy.json (pid and admin URL) and
+// assignment.json (claim-time conversation and labels: Docker labels are fixed at creation). Everything here is on the host
 // that runs the engine: the backend and dockerd must share a filesystem (the single-host mode).
 import { spawn } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createPublicKey, randomBytes, randomUUID } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, chownSync, chmodSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import type Docker from 'dockerode';
 import { ProxyAdminClient } from '../clients/proxy-admin-client.ts';
+import { generatePodTokenKeys } from '../lib/pod-token.ts';
 import {
   ANNOTATION_ALLOWED_DOMAINS, ANNOTATION_TTL_SECONDS, CA_BUNDLE_FILE, CA_CERT_FILE, LABEL_CONVERSATION, LABEL_OWNER, PREFIX, PROXY_URL, SHARED_DIR,
 } from '../lib/constants.ts';
@@ -33,6 +35,7 @@ import type { CreateOptions, DestroyOptions, Resources, Workspace } from './back
 import { WorkspaceError } from './errors.ts';
 import { checkCallerLabels, workspaceLabels } from './labels.ts';
 import { resolveResources } from './resources.ts';
+import { PodTokenSource } from './tokens.ts';
 
 const LABEL_UID = `${PREFIX}uid`;
 const AGENT_SOCKET = `${SHARED_DIR}/agent.sock`;
@@ -58,6 +61,12 @@ export interface DockerBackendOptions {
   readyTimeoutMs: number;
   /** Environment of every workspace's proxy beyond what the backend sets (credentials, UPSTREAM_CA_FILE, STATIC_HOSTS). */
   proxyEnv?: Record<string, string>;
+  /**
+   * Ed25519 key (PEM) the /rules tokens are signed with (POD_TOKEN_PRIVATE_KEY_FILE). Default: a
+   * key made once per state directory (STATE_DIR/pod-token/private.pem), shared by the replicas of
+   * this host.
+   */
+  podTokenPrivateKeyPem?: string;
   /** How to start the proxy (default: this Node and the package's bin). */
   proxyCommand?: readonly string[];
   user?: { uid: number; gid: number };
@@ -136,7 +145,9 @@ export class DockerBackend extends AgentBackedBackend {
   readonly #o: DockerBackendOptions;
   readonly #user: { uid: number; gid: number };
   #runtime: Promise<'runc' | 'runsc'> | undefined;
-  readonly #tokens = new Map<string, { agent: string; rules: string }>();
+  readonly #tokens = new Map<string, { agent: string; uid: string }>();
+  readonly #podTokens: PodTokenSource;
+  readonly #publicKeysFile: string;
   readonly #proxies = new Map<string, ProxyState>();
 
   constructor(options: DockerBackendOptions) {
@@ -144,6 +155,9 @@ export class DockerBackend extends AgentBackedBackend {
     this.#o = options;
     this.#user = options.user ?? DEFAULT_USER;
     mkdirSync(options.stateDir, { recursive: true, mode: 0o711 });
+    const keys = podTokenKeys(options.stateDir, options.podTokenPrivateKeyPem);
+    this.#podTokens = new PodTokenSource(keys.privateKeyPem);
+    this.#publicKeysFile = keys.publicKeysFile;
   }
 
   /** The OCI runtime new workspaces get (runsc when registered and not turned off). */
@@ -184,10 +198,12 @@ export class DockerBackend extends AgentBackedBackend {
     mkdirSync(run, { recursive: true, mode: 0o700 });
     chmodSync(dir, 0o711);
     chownSync(run, this.#user.uid, this.#user.gid);
-    const tokens = { agent: randomBytes(32).toString('base64url'), rules: randomBytes(32).toString('base64url') };
+    // The agent takes a static token (its own file, this workspace only); /rules takes per-workspace
+    // tokens signed by this backend (lib/pod-token.ts), subject the workspace's uid.
+    const tokens = { agent: randomBytes(32).toString('base64url'), uid };
     writeFileSync(join(dir, 'agent-token'), tokens.agent, { mode: 0o400 });
     chownSync(join(dir, 'agent-token'), this.#user.uid, this.#user.gid);
-    writeFileSync(join(dir, 'rules-token'), `sdk:${tokens.rules}\n`, { mode: 0o600 });
+    writeFileSync(join(dir, 'uid'), uid, { mode: 0o600 });
     this.#tokens.set(id, tokens);
     const createdAt = new Date();
     try {
@@ -267,7 +283,7 @@ export class DockerBackend extends AgentBackedBackend {
           PROXY_SOCKET: join(dir, 'run', 'proxy.sock'),
           ADMIN_HOST: '127.0.0.1',
           ADMIN_PORT: String(adminPort),
-          RULES_TOKEN_FILE: join(dir, 'rules-token'),
+          POD_TOKEN_PUBLIC_KEYS_FILE: this.#publicKeysFile,
           RULES_SCOPE: uid,
           CA_DIR: join(dir, 'run'),
           POD_NAME: id,
@@ -310,15 +326,12 @@ export class DockerBackend extends AgentBackedBackend {
     return state;
   }
 
-  #tokensOf(id: string): { agent: string; rules: string } {
+  #tokensOf(id: string): { agent: string; uid: string } {
     let tokens = this.#tokens.get(id);
     if (!tokens) {
       const dir = this.#dir(id);
       try {
-        tokens = {
-          agent: readFileSync(join(dir, 'agent-token'), 'utf8'),
-          rules: readFileSync(join(dir, 'rules-token'), 'utf8').trim().replace(/^sdk:/, ''),
-        };
+        tokens = { agent: readFileSync(join(dir, 'agent-token'), 'utf8'), uid: readFileSync(join(dir, 'uid'), 'utf8') };
       } catch (err) {
         throw new WorkspaceError('WS_ERR_WORKSPACE_GONE', `workspace ${id} has no state on this host`, { cause: err });
       }
@@ -334,7 +347,7 @@ export class DockerBackend extends AgentBackedBackend {
   protected async rulesOf(id: string): Promise<RulesTarget> {
     const proxy = this.#proxy(id);
     if (!proxy) throw new WorkspaceError('WS_ERR_WORKSPACE_GONE', `workspace ${id} has no proxy`);
-    return { baseUrl: proxy.adminUrl, token: this.#tokensOf(id).rules };
+    return { baseUrl: proxy.adminUrl, token: await this.#podTokens.token('rules', this.#tokensOf(id).uid) };
   }
 
   protected async failureOf(id: string): Promise<WorkspaceError | undefined> {
@@ -442,6 +455,29 @@ export class DockerBackend extends AgentBackedBackend {
     this.#tokens.delete(id);
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The /rules signing key and the public key file every proxy of this host checks tokens with. A
+ * key made here is written once (exclusive create): replicas starting together agree on one.
+ */
+function podTokenKeys(stateDir: string, privateKeyPem: string | undefined): { privateKeyPem: string; publicKeysFile: string } {
+  const dir = join(stateDir, 'pod-token');
+  mkdirSync(dir, { recursive: true, mode: 0o711 });
+  let key = privateKeyPem;
+  if (key === undefined) {
+    const path = join(dir, 'private.pem');
+    try {
+      writeFileSync(path, generatePodTokenKeys().privateKeyPem, { mode: 0o600, flag: 'wx' });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    key = readFileSync(path, 'utf8');
+  }
+  const publicKeysFile = join(dir, 'public.pem');
+  const publicPem = createPublicKey(key).export({ type: 'spki', format: 'pem' }).toString();
+  if (!existsSync(publicKeysFile) || readFileSync(publicKeysFile, 'utf8') !== publicPem) writeAtomic(publicKeysFile, publicPem, 0o644);
+  return { privateKeyPem: key, publicKeysFile };
 }
 
 /** Ends the workspace's proxy (SIGTERM, then SIGKILL), checking the pid is still that proxy. */

@@ -26,6 +26,8 @@ export { GarbageCollector, type SweepResult } from './gc.ts';
 export interface SdkDeps {
   logger?: Logger;
   metrics?: Registry;
+  /** Docker mode: more environment for the workspaces' proxies (what their CREDENTIALS_FILE reads). */
+  proxyEnv?: Record<string, string>;
 }
 
 /** The backend CONTAINER_BACKEND names; the other one's client library is never loaded. */
@@ -40,7 +42,7 @@ export async function createBackend(config: SdkConfig, deps: SdkDeps = {}): Prom
     return new DockerBackend({
       docker, image: config.WORKSPACE_IMAGE, stateDir: config.DOCKER_STATE_DIR, owner: config.WORKSPACE_OWNER,
       runtime: config.DOCKER_RUNTIME, readyTimeoutMs: config.WORKSPACE_READY_TIMEOUT_MS, ...resources,
-      proxyEnv: { LOG_LEVEL: config.LOG_LEVEL },
+      proxyEnv: { ...deps.proxyEnv, LOG_LEVEL: config.LOG_LEVEL }, ...(config.podTokenPrivateKey ? { podTokenPrivateKeyPem: config.podTokenPrivateKey } : {}),
     });
   }
   const { KubernetesBackend, KubeConfig } = await import('./kubernetes-backend.ts');

@@ -12,6 +12,7 @@ import { createMetricsRegistry } from '../../lib/metrics.ts';
 import { createBackend, createPool, loadSdkConfig } from '../../sdk/index.ts';
 import { dockerSkipReason, ensureTestImage, proxiesOf } from '../helpers/docker.ts';
 import { captureLogs } from '../helpers/log-capture.ts';
+import { NO_COVERAGE } from '../agent/harness.ts';
 import { closeServer, listenLocal } from '../helpers/listen.ts';
 import { redisSkipReason, startRedis } from '../helpers/redis.ts';
 import Docker from 'dockerode';
@@ -29,7 +30,7 @@ t.test('example backend: POST /conversations/:id/exec on the SDK', { skip }, asy
   });
   const logger = createLogger({ name: 'example-backend', level: 'info', destination: captureLogs().destination });
   const metrics = createMetricsRegistry({ program: 'example-backend', defaultMetrics: false });
-  const backend = await createBackend(config, { logger });
+  const backend = await createBackend(config, { logger, proxyEnv: NO_COVERAGE });
   const redis = new Redis(redisServer.url);
   const pool = createPool(config, backend, redis, { logger, metrics });
   await pool.replenish();

@@ -3,16 +3,18 @@
 // through the agent's Unix socket; no network interface but loopback; egress only through the
 // workspace's own proxy, allowed by the rules the SDK pushes; nothing left behind.
 import { createServer } from 'node:http';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import Docker from 'dockerode';
 import { LABEL_CONVERSATION, LABEL_OWNER } from '../../lib/constants.ts';
+import { signPodToken } from '../../lib/pod-token.ts';
 import { DockerBackend } from '../../sdk/docker-backend.ts';
 import { isWorkspaceError } from '../../sdk/errors.ts';
 import { dockerRuntimes, dockerSkipReason, ensureTestImage, proxiesOf } from '../helpers/docker.ts';
 import { closeServer, listenLocal } from '../helpers/listen.ts';
+import { NO_COVERAGE } from '../agent/harness.ts';
 
 const skip = await dockerSkipReason();
 
@@ -36,7 +38,7 @@ t.test('Docker backend', { skip }, async (t) => {
         defaultResources: { cpu: '1', memory: '512Mi' }, maxResources: { cpu: '2', memory: '2Gi' },
         readyTimeoutMs: 30_000,
         // The upstream is this test's server on loopback: named, and allowed to be private, by the test only.
-        proxyEnv: { STATIC_HOSTS: `upstream.test=127.0.0.1`, LOG_LEVEL: 'warn' },
+        proxyEnv: { STATIC_HOSTS: `upstream.test=127.0.0.1`, LOG_LEVEL: 'warn', ...NO_COVERAGE },
       });
       t.teardown(() => backend.close());
 
@@ -71,6 +73,12 @@ t.test('Docker backend', { skip }, async (t) => {
       const rules = await backend.setRules(ws.id, [{ id: 'upstream', hosts: ['upstream.test'], ports: [port], allowPrivate: true }]);
       t.match(rules.rules, [{ id: 'upstream' }]);
       t.match((await backend.getRules(ws.id)).rules, [{ id: 'upstream', hosts: ['upstream.test'] }]);
+      // /rules takes only a token minted for this workspace: one for another is refused.
+      const { adminUrl } = JSON.parse(readFileSync(join(stateDir, ws.id, 'proxy.json'), 'utf8')) as { adminUrl: string };
+      const key = readFileSync(join(stateDir, 'pod-token', 'private.pem'), 'utf8');
+      const foreign = await signPodToken(key, { purpose: 'rules', podUid: 'another-workspace', ttlSeconds: 60 });
+      t.equal((await fetch(`${adminUrl}/rules`, { headers: { authorization: `Bearer ${foreign}` } })).status, 401, 'a token for another workspace opens nothing');
+      t.equal((await fetch(`${adminUrl}/rules`)).status, 401, 'nor does no token');
       const allowed = await fetchUpstream();
       t.match(allowed.stdout, /upstream saw GET http:\/\/upstream\.test:\d+\/hello|upstream saw GET \/hello/, 'allowed: reached through the proxy');
       t.match(allowed.stdout, /exit=0/);
@@ -95,7 +103,7 @@ t.test('Docker backend', { skip }, async (t) => {
   t.test('unassigned workspaces are assigned at claim time; typed errors', async (t) => {
     const backend = new DockerBackend({
       docker, image, stateDir, owner, runtime: 'runc',
-      defaultResources: { cpu: '1', memory: '256Mi' }, maxResources: { cpu: '2', memory: '1Gi' }, readyTimeoutMs: 30_000,
+      defaultResources: { cpu: '1', memory: '256Mi' }, maxResources: { cpu: '2', memory: '1Gi' }, readyTimeoutMs: 30_000, proxyEnv: NO_COVERAGE,
     });
     t.teardown(() => backend.close());
     await t.rejects(backend.create('conv', { resources: { memory: '8Gi' } }), { code: 'WS_ERR_INVALID_OPTIONS', message: /above the allowed 1Gi/ });
@@ -121,7 +129,7 @@ t.test('Docker backend', { skip }, async (t) => {
   t.test('nothing is left behind', async (t) => {
     const left = await docker.listContainers({ all: true, filters: { label: [`${LABEL_OWNER}=${owner}`] } });
     t.same(left, [], 'no container');
-    t.same(readdirSync(stateDir), [], 'no workspace directory');
+    t.same(readdirSync(stateDir), ['pod-token'], 'no workspace directory (the backend\'s signing key stays)');
     t.same(proxiesOf(stateDir), [], 'no proxy process');
   });
 });

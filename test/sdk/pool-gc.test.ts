@@ -19,6 +19,7 @@ import { GarbageCollector } from '../../sdk/gc.ts';
 import { WarmPool } from '../../sdk/pool.ts';
 import { dockerSkipReason, ensureTestImage, proxiesOf } from '../helpers/docker.ts';
 import { redisSkipReason, startRedis } from '../helpers/redis.ts';
+import { NO_COVERAGE } from '../agent/harness.ts';
 
 const skip = (await dockerSkipReason()) ?? redisSkipReason(true);
 const CHILD = fileURLToPath(new URL('./fixtures/claim-and-hang.ts', import.meta.url));
@@ -37,7 +38,7 @@ t.test('warm pool and collector', { skip }, async (t) => {
     const backend = new DockerBackend({
       docker, image, stateDir, owner, runtime: 'runc',
       defaultResources: { cpu: '0.5', memory: '256Mi' }, maxResources: { cpu: '1', memory: '512Mi' }, readyTimeoutMs: 30_000,
-      proxyEnv: { LOG_LEVEL: 'warn' },
+      proxyEnv: { LOG_LEVEL: 'warn', ...NO_COVERAGE },
     });
     backends.push(backend);
     const metrics = new Registry();
@@ -95,7 +96,7 @@ t.test('warm pool and collector', { skip }, async (t) => {
   });
 
   t.test('a replica killed mid-claim: its workspace is never handed out, and is destroyed after the deadline', async (t) => {
-    const child = spawn(process.execPath, [CHILD, redisServer.url, owner, 'default', '1000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [CHILD, redisServer.url, owner, 'default', '1000'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...NO_COVERAGE } });
     let out = '';
     child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
     while (!out.includes('\n')) await once(child.stdout!, 'data');
