@@ -50,10 +50,13 @@ t.test('every kind of upstream connection goes through the gateway with the pod\
   writeFileSync(join(dir, 'upstream-ca.pem'), pki.caPem);
   writeFileSync(join(dir, 'rules.json'), JSON.stringify([
     { id: 'plain', hosts: ['api.lab.test', 'outside.example.com'], ports: [443, 80] },
-    { id: 'inject', hosts: ['secret.lab.test'], credentials: { type: 'header', name: 'authorization', value: { env: 'API_SECRET' }, format: 'Bearer {value}' } },
+    { id: 'inject', hosts: ['secret.lab.test'], credential: 'api' },
   ]));
+  writeFileSync(join(dir, 'credentials.json'), JSON.stringify({
+    credentials: { api: { hosts: ['secret.lab.test'], type: 'header', header: 'authorization', value: { env: 'API_SECRET' }, format: 'Bearer {value}' } },
+  }));
   const config = loadProxyConfig({
-    PROXY_PORT: '0', ADMIN_PORT: '0', ADMIN_HOST: '127.0.0.1', POD_NAME: 'pod-a', RULES_FILE: join(dir, 'rules.json'),
+    PROXY_PORT: '0', ADMIN_PORT: '0', ADMIN_HOST: '127.0.0.1', POD_NAME: 'pod-a', RULES_FILE: join(dir, 'rules.json'), CREDENTIALS_FILE: join(dir, 'credentials.json'),
     CA_DIR: join(dir, 'shared'), UPSTREAM_CA_FILE: join(dir, 'upstream-ca.pem'),
     GATEWAY_URL: `http://127.0.0.1:${g.port}`, GATEWAY_TOKEN_FILE: tokenFile,
   });
