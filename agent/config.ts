@@ -59,6 +59,7 @@ const agentEnvObject = z.object({
   }).default([...DEFAULT_CHILD_ENV]),
   AGENT_INIT_REAPER: z.enum(['auto', 'off'], { message: 'must be auto or off' }).default('auto'),
   AGENT_PROXY_RELAY: env.string().refine((p) => p.startsWith('/'), 'must be an absolute path').optional(),
+  AGENT_PROCESS_ISOLATION: z.enum(['auto', 'pid-namespace', 'sweep'], { message: 'must be auto, pid-namespace or sweep' }).default('auto'),
   LOG_LEVEL: env.logLevel().default('info'),
 });
 
@@ -96,6 +97,8 @@ export interface AgentConfig {
   readonly initReaper: 'auto' | 'off';
   /** Unix socket of the credential proxy that 127.0.0.1:8080 is relayed to (Docker mode), if any. */
   readonly proxyRelay: string | undefined;
+  /** pid-namespace: required; sweep: the exec-id sweep only; auto: a PID namespace when the runtime allows. */
+  readonly processIsolation: 'auto' | 'pid-namespace' | 'sweep';
   readonly logLevel: DeepReadonly<z.output<typeof agentEnvSchema>>['LOG_LEVEL'];
 }
 
@@ -218,6 +221,7 @@ export function loadAgentConfig(source: Record<string, string | undefined> = pro
     childBaseEnv: Object.freeze(childBaseEnv),
     initReaper: c.AGENT_INIT_REAPER,
     proxyRelay: c.AGENT_PROXY_RELAY,
+    processIsolation: c.AGENT_PROCESS_ISOLATION,
     logLevel: c.LOG_LEVEL,
   });
 }
@@ -247,5 +251,6 @@ export const AGENT_ENV_HELP: readonly (readonly [string, string, string])[] = [
   ['AGENT_CHILD_ENV', 'PATH,HOME,LANG,…,HTTP(S)_PROXY,…', 'variables commands inherit from the container environment'],
   ['AGENT_INIT_REAPER', 'auto', 'as PID 1, hand PID 1 to a /bin/sh reaper (auto) or not (off)'],
   ['AGENT_PROXY_RELAY', '(none)', `Unix socket of the credential proxy; 127.0.0.1:${PORTS.proxy} is relayed to it (Docker mode: no network)`],
+  ['AGENT_PROCESS_ISOLATION', 'auto', 'how a command\'s tree is ended: pid-namespace (a PID namespace per command; the agent refuses to start without one), sweep (process group + exec-id sweep, escapable with env -i), auto (pid-namespace where the runtime allows user namespaces, else sweep, logged)'],
   ['LOG_LEVEL', 'info', 'fatal, error, warn, info, debug, trace or silent'],
 ];

@@ -2,11 +2,14 @@
 // (timeout, client gone, output limit, shutdown) and report how it ended. Knows nothing of HTTP.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { accessSync, constants as fsc, statSync } from 'node:fs';
+import { delimiter, resolve as resolvePath } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkspaceSandboxError } from '../lib/errors.ts';
 import { EXEC_ID_VAR } from './config.ts';
+import { Holder, isolatedArgv, type ProcessIsolation } from './isolation.ts';
 import { HeadTailBuffer } from './output.ts';
 import { findTaggedProcesses, signalEach, signalGroup } from './sweep.ts';
 
@@ -40,7 +43,12 @@ export interface ExecSpec {
 export interface ExecOptions {
   killGraceMs: number;
   outputDrainMs: number;
+  /** How a command's tree is contained and ended (isolation.ts). */
+  isolation: ProcessIsolation;
 }
+
+/** Longest wait, after SIGKILL, for a command's namespace to empty before answering anyway. */
+const REAP_WAIT_MS = 10_000;
 
 /** How a command ended: the fields the exit frame and the buffered answer share. */
 export interface ExecSummary {
@@ -82,6 +90,9 @@ export class Execution {
   readonly pid: number;
   readonly result: Promise<ExecResult>;
   readonly #child: ChildProcess;
+  /** PID 1 of the command's namespace (pid-namespace isolation), known once the wrapper reported it. */
+  #holder: Holder | undefined;
+  #holderKnown: Promise<void> = Promise.resolve();
   readonly #spec: ExecSpec;
   readonly #options: ExecOptions;
   readonly #started = performance.now();
@@ -117,15 +128,21 @@ export class Execution {
    * executable) rejects with WS_ERR_SPAWN_FAILED and leaves nothing behind.
    */
   static async start(spec: ExecSpec, options: ExecOptions, id: string = newExecId()): Promise<Execution> {
+    const isolated = options.isolation === 'pid-namespace';
+    // Spawned through unshare and a wrapper, a missing command would only show as exit 127 from
+    // the wrapper's exec: look it up first, so the answer stays WS_ERR_SPAWN_FAILED with its errno.
+    if (isolated) checkExecutable(spec.file, spec.env.PATH, spec.cwd);
+    const argv = isolated ? isolatedArgv(spec.file, spec.args) : { file: spec.file, args: [...spec.args] };
     let child: ChildProcess;
     try {
-      child = spawn(spec.file, spec.args, {
+      child = spawn(argv.file, argv.args, {
         cwd: spec.cwd,
         env: { ...spec.env, [EXEC_ID_VAR]: id },
         // detached = setsid(): the command leads a new session and process group, so kill(-pid)
         // reaches its whole tree and a terminal signal to the agent does not.
         detached: true,
-        stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+        // fd 3 (isolated): the wrapper writes the holder's pid there and closes it before the exec.
+        stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(isolated ? ['pipe' as const] : [])],
       });
     } catch (err) {
       throw spawnError(spec.file, err);
@@ -138,7 +155,23 @@ export class Execution {
         resolve();
       });
     });
-    return new Execution(id, child, spec, options);
+    // Wired at once: the command may exit before the holder's pid arrives. Its output waits (paused
+    // pipes) until the caller has the Execution, as it would right after a plain spawn.
+    const exec = new Execution(id, child, spec, options);
+    if (isolated) {
+      exec.pause();
+      exec.#holderKnown = readHolderPid(child.stdio[3] as Readable).then((pid) => {
+        if (pid !== undefined) exec.#holder = new Holder(pid);
+      });
+      await exec.#holderKnown;
+      exec.resume();
+      if (!exec.#holder) {
+        exec.cancel('agent_shutdown');
+        await exec.result;
+        throw new WorkspaceSandboxError('WS_ERR_SPAWN_FAILED', `cannot run ${JSON.stringify(spec.file)}: its PID namespace could not be made`, { details: { errno: null } });
+      }
+    }
+    return exec;
   }
 
   #wire(): void {
@@ -240,6 +273,8 @@ export class Execution {
   }
 
   async #terminate(): Promise<void> {
+    await this.#holderKnown;
+    if (this.#holder) return this.#terminateNamespace(this.#holder);
     const tagged = () => findTaggedProcesses(EXEC_ID_VAR, this.id);
     signalGroup(this.pid, 'SIGTERM');
     signalEach(await tagged(), 'SIGTERM');
@@ -260,6 +295,23 @@ export class Execution {
     }
   }
 
+  /** SIGTERM to the group and every namespace member; after the grace, SIGKILL to the namespace. */
+  async #terminateNamespace(holder: Holder): Promise<void> {
+    signalGroup(this.pid, 'SIGTERM');
+    holder.signal('SIGUSR1');
+    const deadline = performance.now() + this.#options.killGraceMs;
+    for (;;) {
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) break;
+      await sleep(Math.min(20, remaining));
+      if (this.#exit && !holder.alive) return;
+    }
+    holder.signal('SIGKILL');
+    signalGroup(this.pid, 'SIGKILL');
+    const reaped = performance.now() + REAP_WAIT_MS;
+    while (holder.alive && performance.now() < reaped) await sleep(5);
+  }
+
   async #maybeFinish(): Promise<void> {
     if (this.#done || !this.#closed) return;
     if (this.#terminating) await this.#terminating;
@@ -267,6 +319,8 @@ export class Execution {
     this.#done = true;
     clearTimeout(this.#timer);
     clearTimeout(this.#drainTimer);
+    // Done: the holder looks now whether background processes keep the namespace, instead of in up to 1 s.
+    this.#holder?.signal('SIGUSR2');
     const exit = this.#exit ?? { code: null, signal: null };
     const utf8 = this.#spec.encoding === 'utf8';
     const out = this.#streams.stdout.buffer?.result(utf8);
@@ -286,6 +340,42 @@ export class Execution {
     if (err) result.stderr = err.data;
     this.#resolve(result);
   }
+}
+
+/** The holder's pid from the wrapper's fd 3 (undefined when the wrapper failed before writing it). */
+function readHolderPid(fd3: Readable): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    let text = '';
+    fd3.setEncoding('utf8');
+    fd3.on('data', (d: string) => { text += d; });
+    fd3.on('error', () => {});
+    fd3.once('close', () => {
+      const pid = Number(text.trim());
+      resolve(Number.isSafeInteger(pid) && pid > 0 ? pid : undefined);
+    });
+  });
+}
+
+/**
+ * What execvp(3) would say about `file`: ENOENT when no executable of that name is found (on PATH
+ * unless it holds a slash), EACCES when one is found but cannot be executed.
+ */
+export function checkExecutable(file: string, path: string | undefined, cwd: string): void {
+  const candidates = file.includes('/') ? [resolvePath(cwd, file)]
+    : (path ?? '').split(delimiter).map((dir) => resolvePath(cwd, dir || '.', file));
+  let code = 'ENOENT';
+  for (const candidate of candidates) {
+    const st = statSync(candidate, { throwIfNoEntry: false });
+    if (!st) continue;
+    try {
+      if (!st.isFile()) throw new Error('not a file');
+      accessSync(candidate, fsc.X_OK);
+      return;
+    } catch {
+      code = 'EACCES';
+    }
+  }
+  throw spawnError(file, Object.assign(new Error(code), { code }));
 }
 
 function spawnError(file: string, err: unknown): WorkspaceSandboxError {

@@ -56,6 +56,7 @@ export async function main(argv: string[]): Promise<number | void> {
     address: address.display,
     workspaceRoot: agent.workspace.root,
     auth: config.token ? 'bearer' : 'none',
+    processIsolation: agent.processIsolation,
     maxConcurrent: config.maxConcurrent,
     ...(relay ? { proxyRelay: `${relay.display} -> ${config.proxyRelay}` } : {}),
   }, 'agent listening');

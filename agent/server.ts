@@ -11,7 +11,8 @@ import { readBody } from '../lib/http.ts';
 import { createShutdown, type Shutdown } from '../lib/server.ts';
 import { VERSION } from '../lib/version.ts';
 import type { AgentConfig } from './config.ts';
-import { Execution, type ExecResult, type StreamName } from './execute.ts';
+import { Execution, newExecId, type ExecResult, type StreamName } from './execute.ts';
+import { pidNamespacesAvailable, UNSHARE, UNSHARE_ARGS, type ProcessIsolation } from './isolation.ts';
 import { FrameEncoder } from './output.ts';
 import { cwdProblem, executeRequestSchema, parseExecuteRequest, planSpawn, type ExecuteRequest, type SpawnPlan } from './request.ts';
 import { fileSystemError, octal, Workspace } from './files.ts';
@@ -24,6 +25,7 @@ const RETRY_AFTER_S = 1;
 export interface AgentServer {
   readonly server: Server;
   readonly workspace: Workspace;
+  readonly processIsolation: ProcessIsolation;
   /** Commands running now. */
   readonly running: number;
   /** Stop accepting, end running commands with `agent_shutdown`, drain connections. */
@@ -97,6 +99,16 @@ function digest(value: string): Buffer {
   return createHash('sha256').update(value).digest();
 }
 
+/** The isolation in effect: what the setting asks for, given what the runtime allows. */
+function processIsolation(setting: AgentConfig['processIsolation'], logger: Logger): ProcessIsolation {
+  if (setting === 'sweep') return 'sweep';
+  if (pidNamespacesAvailable()) return 'pid-namespace';
+  const why = `${UNSHARE} ${UNSHARE_ARGS.join(' ')} failed: user namespaces are not allowed here (or util-linux unshare is missing)`;
+  if (setting === 'pid-namespace') throw new Error(`AGENT_PROCESS_ISOLATION=pid-namespace but ${why}`);
+  logger.warn(`${why}; commands are ended through their process group and the exec-id sweep, which a process that clears its environment escapes`);
+  return 'sweep';
+}
+
 export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentServer {
   const { logger } = deps;
   const workspace = new Workspace(config.workspaceRoot);
@@ -107,7 +119,8 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
   let outputReserved = 0; // bytes of output the running buffered commands may keep
   // Hashing both sides gives equal-length inputs to timingSafeEqual, so the token's length leaks nothing either.
   const tokenDigest = config.token === undefined ? undefined : digest(config.token);
-  const execOptions = { killGraceMs: config.killGraceMs, outputDrainMs: config.outputDrainMs };
+  const isolation = processIsolation(config.processIsolation, logger);
+  const execOptions = { killGraceMs: config.killGraceMs, outputDrainMs: config.outputDrainMs, isolation };
 
   function authorized(req: IncomingMessage): boolean {
     if (!tokenDigest) return true;
@@ -164,8 +177,16 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
       : undefined;
     let exec: Execution | undefined;
     let waitingForDrain = false;
+    const execId = newExecId();
+    // Output may arrive before Execution.start resolves: the first frame sends the head then.
+    const streamHead = () => {
+      if (res.headersSent) return;
+      res.writeHead(200, { 'content-type': NDJSON, 'cache-control': 'no-store', 'x-exec-id': execId });
+      res.flushHeaders();
+    };
     const onData = (name: StreamName, chunk: Buffer) => {
       if (res.destroyed) return;
+      streamHead();
       const line = encoders![name].encode(chunk);
       // Back-pressure: a slow reader pauses the command's pipes instead of growing our buffers.
       if (line !== undefined && !res.write(line) && exec && !waitingForDrain) {
@@ -190,7 +211,7 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
         output: streaming
           ? { mode: 'stream', limitBytes: maxOutputBytes, onData }
           : { mode: 'buffered', maxBytes: maxOutputBytes ?? config.defaultMaxOutputBytes },
-      }, execOptions);
+      }, execOptions, execId);
     } catch (err) {
       throw cwdProblem(plan.cwd) ?? err;
     } finally {
@@ -202,10 +223,7 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
     res.once('close', () => {
       if (!res.writableFinished) running.cancel('client_cancel');
     });
-    if (streaming) {
-      res.writeHead(200, { 'content-type': NDJSON, 'cache-control': 'no-store', 'x-exec-id': running.id });
-      res.flushHeaders();
-    }
+    if (streaming) streamHead();
     const result = await running.result;
     executions.delete(running);
     logCommand(plan.argv0, result, streaming ? 'stream' : 'buffered');
@@ -329,6 +347,7 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
         status: shutdown.started ? 'shutting_down' : 'ok',
         version: VERSION,
         uptimeMs: Date.now() - startedAt,
+        processIsolation: isolation,
       });
       return;
     }
@@ -377,6 +396,7 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
   return {
     server,
     workspace,
+    processIsolation: isolation,
     get running() {
       return executions.size;
     },

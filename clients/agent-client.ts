@@ -27,6 +27,7 @@ export interface AgentHealth {
   status: 'ok' | 'shutting_down';
   version: string;
   uptimeMs: number;
+  processIsolation: 'pid-namespace' | 'sweep';
 }
 
 export interface ExecuteRequest {

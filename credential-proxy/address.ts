@@ -44,6 +44,14 @@ const V4_RANGES: [[number, number], AddressClass][] = [
   [cidr4('240.0.0.0', 4), 'reserved'],
 ];
 
+/** V4_RANGES as CIDR blocks: what the egress gateway's NetworkPolicy excepts are generated from. */
+export function nonPublicIPv4Cidrs(): string[] {
+  return V4_RANGES.map(([[base, mask]]) => {
+    const bits = Math.clz32(~mask); // leading ones of the mask
+    return `${base >>> 24}.${(base >>> 16) & 0xff}.${(base >>> 8) & 0xff}.${base & 0xff}/${bits}`;
+  });
+}
+
 export function classifyIPv4(address: string): AddressClass {
   const n = ipv4ToInt(address);
   for (const [[base, mask], cls] of V4_RANGES) if (((n & mask) >>> 0) === base) return cls;
@@ -72,6 +80,12 @@ const V6_RANGES: [number[], number, AddressClass][] = [
   [[0xfec0], 10, 'site-local'],
   [[0xff00], 8, 'multicast'],
 ];
+
+/** The non-public blocks of V6_RANGES inside global unicast (2000::/3), the only IPv6 space the gateway may reach. */
+export function nonPublicGlobalIPv6Cidrs(): string[] {
+  return V6_RANGES.filter(([prefix]) => ((prefix[0] ?? 0) & 0xe000) === 0x2000)
+    .map(([prefix, bits]) => `${prefix.map((g) => g.toString(16)).join(':')}::/${bits}`);
+}
 
 export function classifyIPv6(address: string): AddressClass {
   const g = ipv6Groups(address);

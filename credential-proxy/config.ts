@@ -44,6 +44,10 @@ export const proxyEnvSchema = z.object({
     .refine((l) => l.every((e) => isIP(e.slice(e.indexOf('=') + 1)) !== 0), 'each address must be an IPv4 or IPv6 literal')).default([]),
   CA_DIR: env.string().default(SHARED_DIR),
   UPSTREAM_CA_FILE: env.string().optional(),
+  /** The egress gateway (`http://address:port`): every upstream connection goes through it by CONNECT. */
+  GATEWAY_URL: env.string().regex(/^http:\/\/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}\/?$/, 'must be http://address:port (the gateway Service address)').optional(),
+  /** The pod's projected ServiceAccount token with the gateway's audience (mounted into this container alone). */
+  GATEWAY_TOKEN_FILE: env.string().optional(),
   /** Largest request body buffered for SigV4 signing (Bedrock needs the payload hash); over it → 413. */
   SIGNING_BODY_CAP_BYTES: env.int(1024, 1024 * 1024 * 1024).default(10 * 1024 * 1024),
   /** Pod name (downward API), written in every audit line. */
@@ -57,6 +61,10 @@ export const proxyEnvSchema = z.object({
   UPSTREAM_CONNECT_TIMEOUT_MS: env.int(100, 600_000).default(10_000),
   DRAIN_TIMEOUT_MS: env.int(0, 600_000).default(10_000),
 }).superRefine((c, ctx) => {
+  if (Boolean(c.GATEWAY_URL) !== Boolean(c.GATEWAY_TOKEN_FILE)) {
+    // Half a gateway config would either leak egress around it or fail every connection: refuse.
+    ctx.addIssue({ code: 'custom', path: [c.GATEWAY_URL ? 'GATEWAY_TOKEN_FILE' : 'GATEWAY_URL'], message: 'GATEWAY_URL and GATEWAY_TOKEN_FILE are set together or not at all' });
+  }
   if ((c.REDIS_URL || c.POD_TOKEN_PUBLIC_KEYS_FILE) && !c.RULES_SCOPE) {
     // Without a scope every pod would share one rule set and accept every pod's tokens: refuse rather than guess.
     ctx.addIssue({ code: 'custom', path: ['RULES_SCOPE'], message: `is required with ${c.REDIS_URL ? 'REDIS_URL' : 'POD_TOKEN_PUBLIC_KEYS_FILE'} (set it to the pod UID from the downward API)` });
@@ -115,6 +123,8 @@ export const PROXY_ENV_HELP: Readonly<Record<keyof ProxyEnv, string>> = {
   STATIC_HOSTS: 'name=address pairs answered without DNS, e.g. api.internal.test=10.1.2.3 (answers are still SSRF-checked)',
   CA_DIR: `where the CA certificate and bundle are written (${SHARED_DIR})`,
   UPSTREAM_CA_FILE: 'extra CA bundle trusted for upstream TLS (tests, private CAs)',
+  GATEWAY_URL: 'egress gateway, http://address:port: every upstream connection goes through it by CONNECT (unset: direct, e.g. npm start)',
+  GATEWAY_TOKEN_FILE: 'projected ServiceAccount token presented to the gateway (required with GATEWAY_URL)',
   SIGNING_BODY_CAP_BYTES: 'largest request body buffered for AWS SigV4 signing; larger → 413 (10485760)',
   POD_NAME: 'pod name written in every audit line',
   LOG_LEVEL: 'fatal|error|warn|info|debug|trace|silent (info)',

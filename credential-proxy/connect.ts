@@ -2,11 +2,12 @@
 // (tunnel) or hand the socket to the interceptor (credential rules). Nothing is written to the
 // client before the decision is final, so a refusal is always a clean HTTP answer.
 import type { IncomingMessage } from 'node:http';
-import { connect as netConnect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { decide } from './decide.ts';
-import { resolveChecked, ResolveError } from './resolve.ts';
+import { ResolveError } from './resolve.ts';
+import { GatewayRefusal, UPSTREAM_OPEN } from './upstream.ts';
 import { refuseSocket, type Refusal } from './respond.ts';
 import type { ProxyContext } from './context.ts';
 import type { InterceptRule } from './interception.ts';
@@ -22,6 +23,7 @@ export function parseAuthority(authority: string): { host: string; port: number 
 
 /** Upstream socket errors as a person reads them; never the internal address. */
 export function upstreamFailure(err: NodeJS.ErrnoException | Error): string {
+  if (err instanceof GatewayRefusal) return err.message;
   switch ((err as NodeJS.ErrnoException).code) {
     case 'ECONNREFUSED': return 'upstream refused the connection';
     case 'ETIMEDOUT': case 'UPSTREAM_CONNECT_TIMEOUT': return 'upstream connection timed out';
@@ -77,7 +79,7 @@ export async function handleConnect(ctx: ProxyContext, req: IncomingMessage, cli
   };
   socket.once('close', release);
 
-  return resolveChecked(d.host, { resolver: ctx.resolver, allowPrivate: rule.allowPrivate === true, own: ctx.own, port: d.port }).then((resolved) => {
+  return ctx.upstream.resolve(d.host, { allowPrivate: rule.allowPrivate === true, own: ctx.own, port: d.port }).then((resolved) => {
     if (socket.destroyed) return release();
     if (d.action === 'intercept') {
       ctx.metrics.requests.inc({ decision: 'intercept', rule: rule.id });
@@ -114,7 +116,7 @@ function tunnel(ctx: ProxyContext, client: Socket, head: Buffer, t: TunnelTarget
   // Downloads are the bulk of tunnel traffic: the upstream reads straight into a small ring of
   // large buffers (fewer reads, no per-read allocation) that are written to the client as they
   // are; see DownloadRelay. Uploads use pipe().
-  const upstream = netConnect({ host: t.address, port: t.port, family: t.family, noDelay: true, onread: relay.onread });
+  const upstream = ctx.upstream.dial({ address: t.address, port: t.port, family: t.family }, relay.onread);
   relay.source = upstream;
   let established = false;
   let failure: string | undefined;
@@ -127,7 +129,7 @@ function tunnel(ctx: ProxyContext, client: Socket, head: Buffer, t: TunnelTarget
   const onClientClose = () => upstream.destroy();
   client.once('close', onClientClose);
 
-  upstream.once('connect', () => {
+  upstream.once(UPSTREAM_OPEN, () => {
     clearTimeout(connectTimer);
     ctx.metrics.upstreamConnectSeconds.observe((performance.now() - dialStarted) / 1000);
     if (client.destroyed) return upstream.destroy();

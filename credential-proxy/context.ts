@@ -7,6 +7,7 @@ import type { Interceptor } from './interception.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import type { OwnListeners, Resolver } from './resolve.ts';
 import type { CompiledRule } from './rules.ts';
+import type { Upstream } from './upstream.ts';
 
 export interface ProxyContext {
   readonly config: ProxyConfig;
@@ -15,6 +16,8 @@ export interface ProxyContext {
   readonly metrics: ProxyMetrics;
   readonly resolver: Resolver;
   readonly own: OwnListeners;
+  /** Resolves and opens every upstream connection: directly, or through the egress gateway. */
+  readonly upstream: Upstream;
   readonly interceptor: Interceptor | undefined;
   /** The effective rules now (env + file + global + this pod's), compiled. */
   rules(): readonly CompiledRule[];

@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import type { ProxyServer } from 'http-proxy-3';
 import { decide } from './decide.ts';
 import { normaliseHost, DEFAULT_HTTP_PORT } from './rules.ts';
-import { resolveChecked, ResolveError } from './resolve.ts';
+import { ResolveError } from './resolve.ts';
 import { refuseResponse, type Refusal } from './respond.ts';
 import { upstreamFailure } from './connect.ts';
 import type { ProxyContext } from './context.ts';
@@ -58,6 +58,8 @@ export interface Forwarder {
 export function createForwarder(ctx: ProxyContext): Forwarder {
   // Keep-alive to upstreams, keyed by the checked address: a pooled socket is always one we checked.
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256, timeout: ctx.config.IDLE_TIMEOUT_MS });
+  // Through the egress gateway every connection is a CONNECT tunnel opened by the one dial function.
+  if (ctx.upstream.gateway) Object.assign(agent, { createConnection: ctx.upstream.agentConnection(false) });
   const pending = new WeakMap<IncomingMessage, Pending>();
   // http-proxy-3 is loaded on the first plain-HTTP request: most workspaces only use HTTPS
   // (CONNECT), and the module graph costs start-up time and memory in every Pod.
@@ -139,7 +141,7 @@ export function createForwarder(ctx: ProxyContext): Forwarder {
     pending.set(req, { bytesDown: 0 });
 
     return Promise.all([
-      resolveChecked(d.host, { resolver: ctx.resolver, allowPrivate: rule.allowPrivate === true, own: ctx.own, port: d.port }),
+      ctx.upstream.resolve(d.host, { allowPrivate: rule.allowPrivate === true, own: ctx.own, port: d.port }),
       getProxy(),
     ]).then(([resolved, proxy]) => {
       // The body stays unread (paused) until http-proxy pipes it: reading it here would lose it.

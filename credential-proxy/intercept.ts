@@ -33,6 +33,7 @@ import type { InterceptTarget, Interceptor } from './interception.ts';
 import { LeafCache } from './leaf-cache.ts';
 import { normaliseHost } from './rules.ts';
 import { createSigV4Signer, DEFAULT_SIGNING_BODY_CAP, type AwsCredentialsProvider, type SigV4Signer } from './sigv4.ts';
+import { GatewayRefusal, type Upstream } from './upstream.ts';
 
 /** The proxy config fields interception reads (the proxy's config object has them all). */
 export interface InterceptorConfig {
@@ -59,6 +60,8 @@ export interface InterceptorDeps {
   systemBundle?: string;
   /** How often a credential file is checked for rotation (ms). */
   credentialFileRecheckMs?: number;
+  /** Upstream connections; with a gateway, every intercepted request's TLS runs inside a CONNECT tunnel through it. */
+  upstream?: Upstream;
   /** The CA key, when main.ts started making it before the program loaded; default: made here. */
   caKey?: Promise<CAKeyObjects>;
 }
@@ -114,6 +117,7 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
     ca: upstreamCaText ? [systemBundle, upstreamCaText] : [systemBundle], minVersion: 'TLSv1.2',
   });
   const agent = new Agent({ keepAlive: true, scheduling: 'lifo', maxFreeSockets: 64, timeout: idleTimeoutMs });
+  if (deps.upstream?.gateway) Object.assign(agent, { createConnection: deps.upstream.agentConnection(true) });
 
   let ca: CertificateAuthority | undefined;
   let caFiles: CAFiles | undefined;
@@ -495,6 +499,7 @@ const TLS_FAILURE = /CERT|TLS|SSL|SELF_SIGNED|UNABLE_TO|ALTNAME|HOSTNAME/i;
 
 /** Why the upstream failed, for the 502 body: the TLS reason, or the socket error code (never an internal address). */
 function upstreamFailure(err: NodeJS.ErrnoException): string {
+  if (err instanceof GatewayRefusal) return err.message;
   const code = err.code ?? 'ERROR';
   if (TLS_FAILURE.test(code) || TLS_FAILURE.test(err.message)) return `upstream TLS verification failed: ${code}: ${err.message.split('\n')[0]}`;
   if (code === 'ETIMEDOUT') return 'upstream connect timed out';

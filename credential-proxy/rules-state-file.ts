@@ -6,10 +6,13 @@
 //
 // Writes are atomic (temporary file, fsync, rename): a crash mid-write leaves the old file. A file
 // of another scope (another pod's) is refused, as is one that does not parse: the sidecar does not
-// start rather than start with a version it might hand out again.
+// start rather than start with a version it might hand out again. Rules this sidecar no longer
+// accepts (its CREDENTIALS_FILE changed before the restart) are dropped, loudly, keeping their
+// version, so egress fails closed and the next write still gets a new version.
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
+import type { Logger } from 'pino';
 import { WorkspaceSandboxError } from '../lib/errors.ts';
 import { ruleListSchema, type RuleSpec } from './rules.ts';
 import { freezeSnapshot, type RuleSetSnapshot } from './rules-store.ts';
@@ -38,12 +41,14 @@ export class RuleStateFile {
   readonly #dir: string;
   readonly #scope: string;
   readonly #validate: RuleListValidator;
+  readonly #logger: Logger | undefined;
 
-  constructor(dir: string, scope: string, validate: RuleListValidator = schemaOnly) {
+  constructor(dir: string, scope: string, validate: RuleListValidator = schemaOnly, logger?: Logger) {
     this.#dir = dir;
     this.path = join(dir, RULES_STATE_FILE);
     this.#scope = scope;
     this.#validate = validate;
+    this.#logger = logger;
   }
 
   /** The saved state, or undefined when there is none yet (a new Pod). */
@@ -62,15 +67,18 @@ export class RuleStateFile {
       throw this.#error('is not a saved rule state', err);
     }
     if (doc.scope !== this.#scope) throw this.#error(`belongs to scope ${JSON.stringify(doc.scope)}, not this pod's ${JSON.stringify(this.#scope)}`);
-    let scoped: RuleSpec[];
-    let global: RuleSpec[];
-    try {
-      scoped = this.#validate(doc.scoped.rules, `${this.path} (scoped)`);
-      global = this.#validate(doc.global.rules, `${this.path} (global)`);
-    } catch (err) {
-      throw this.#error(`holds rules this sidecar no longer accepts: ${(err as Error).message}`, err);
-    }
-    return { scoped: freezeSnapshot(doc.scoped.version, scoped), global: freezeSnapshot(doc.global.version, global) };
+    const accepted = (rules: unknown[], which: string, version: number): RuleSpec[] => {
+      try {
+        return this.#validate(rules, `${this.path} (${which})`);
+      } catch (err) {
+        this.#logger?.error({ stateFile: this.path, set: which, version, err: (err as Error).message }, 'saved rule set no longer accepted by this sidecar; dropped (its hosts are denied) until the next write');
+        return [];
+      }
+    };
+    return {
+      scoped: freezeSnapshot(doc.scoped.version, accepted(doc.scoped.rules, 'scoped', doc.scoped.version)),
+      global: freezeSnapshot(doc.global.version, accepted(doc.global.rules, 'global', doc.global.version)),
+    };
   }
 
   /** Atomically replaces the saved state; throws 503 (the change is then not applied). */

@@ -15,7 +15,7 @@ export function createRulesStore(config: ProxyConfig, logger: Logger, registry?:
   // Sets from Redis and from the state file pass the same checks as a PUT: the credentials they
   // name must be declared here, for hosts their declarations allow.
   const validate = (rules: unknown, source: string) => validateRules(rules, source, new Set(), config.credentials);
-  const stateFile = config.RULES_STATE_DIR ? new RuleStateFile(config.RULES_STATE_DIR, config.rulesScope, validate) : undefined;
+  const stateFile = config.RULES_STATE_DIR ? new RuleStateFile(config.RULES_STATE_DIR, config.rulesScope, validate, logger.child({ component: 'rules-store' })) : undefined;
   if (!config.REDIS_URL) return new MemoryRulesStore(config.rulesScope, stateFile ? { stateFile } : {});
   // A rejected set is someone writing Redis who should not (or a backend/sidecar mismatch): alert on it.
   const rejected = registry && new Counter({

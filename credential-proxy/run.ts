@@ -10,6 +10,7 @@ import type { Interceptor } from './interception.ts';
 import { createRulesStore } from './rules-store-factory.ts';
 import { staticHostsResolver, systemResolver } from './resolve.ts';
 import { createProxy } from './server.ts';
+import { createUpstream, gatewayEndpoint } from './upstream.ts';
 
 export async function runProxy(caKey: Promise<CAKeyObjects>): Promise<void> {
   const config = loadProxyConfig();
@@ -22,11 +23,12 @@ export async function runProxy(caKey: Promise<CAKeyObjects>): Promise<void> {
 
   // ── Interception (credential injection): created here and handed to the proxy. ──
   // The per-pod CA is made and written to CA_DIR in the background; /readyz waits for it.
-  const interceptor: Interceptor | undefined = createInterceptor(config, { logger, registry, env: credentialEnvironment(), caKey });
+  const resolver = staticHostsResolver(config.STATIC_HOSTS, systemResolver);
+  const upstream = createUpstream({ resolver, gateway: gatewayEndpoint(config), onToken: (token) => logger.secrets.add(token) });
+  const interceptor: Interceptor | undefined = createInterceptor(config, { logger, registry, env: credentialEnvironment(), caKey, upstream });
   // ─────────────────────────────────────────────────────────────────────────────
 
-  const resolver = staticHostsResolver(config.STATIC_HOSTS, systemResolver);
-  const proxy = createProxy(config, { logger, registry, store, resolver, ...(interceptor ? { interceptor } : {}) });
+  const proxy = createProxy(config, { logger, registry, store, resolver, upstream, ...(interceptor ? { interceptor } : {}) });
   const bound = await proxy.listen();
   logger.info({ proxy: bound.proxy.display, admin: bound.admin.display, store: store.kind, rules: proxy.rules().length }, 'credential proxy listening');
   const shutdown = createShutdown({

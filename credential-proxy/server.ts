@@ -21,6 +21,7 @@ import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
 import { localInterfaceAddresses, systemResolver, type OwnListeners, type Resolver } from './resolve.ts';
 import { refuseResponse, refuseSocket, type Refusal } from './respond.ts';
 import { compileRule, type CompiledRule, type RuleSpec } from './rules.ts';
+import { createUpstream, gatewayEndpoint, type Upstream } from './upstream.ts';
 import { MemoryRulesStore, type RulesStore } from './rules-store.ts';
 
 /**
@@ -41,6 +42,8 @@ export interface ProxyDeps {
   resolver?: Resolver;
   /** TLS interception for credential rules; without it such CONNECTs are refused. */
   interceptor?: Interceptor;
+  /** Upstream connections (default: from GATEWAY_URL, else direct); main.ts shares one with the interceptor. */
+  upstream?: Upstream;
   /** Addresses that reach this host (default: the interfaces'); with ports, what the proxy never dials. */
   localAddresses?: ReadonlySet<string>;
 }
@@ -105,6 +108,7 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
     metrics,
     resolver: deps.resolver ?? systemResolver,
     own,
+    upstream: deps.upstream ?? createUpstream({ resolver: deps.resolver ?? systemResolver, gateway: gatewayEndpoint(config), onToken: (tk) => deps.logger.secrets?.add(tk) }),
     interceptor: deps.interceptor,
     rules: () => compiled,
     tunnels: { active: 0 },

@@ -18,7 +18,7 @@ t.test('--version prints the package version', async (t) => {
 });
 
 t.test('--help lists the commands', async (t) => {
-  t.same(Object.keys(COMMANDS).sort(), ['agent', 'gateway', 'inject', 'proxy', 'webhook'], 'every program has its command');
+  t.same(Object.keys(COMMANDS).sort(), ['agent', 'gateway', 'guard', 'inject', 'proxy', 'webhook'], 'every program has its command');
   const r = run('--help');
   t.equal(r.code, 0);
   t.match(r.stdout, /Usage: workspace-sandbox <command>/);

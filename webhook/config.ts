@@ -10,7 +10,7 @@ import {
   ConfigError, deepFreeze, env, fieldName, parseConfig, pickEnv, problemsFromZod, readConfigFile, type ConfigProblem, type DeepReadonly,
 } from '../lib/config.ts';
 import {
-  PORTS, PRIORITY_CLASS_WORKSPACE, RULES_TOKEN_KEY, RULES_TOKEN_SECRET, RUNTIME_CLASS_GVISOR, RUNTIME_CLASS_RUNC,
+  GATEWAY_AUDIENCE, PORTS, PRIORITY_CLASS_WORKSPACE, RULES_TOKEN_KEY, RULES_TOKEN_SECRET, RUNTIME_CLASS_GVISOR, RUNTIME_CLASS_RUNC,
 } from '../lib/constants.ts';
 import { VERSION } from '../lib/version.ts';
 import { isQuantity } from './quantity.ts';
@@ -126,6 +126,12 @@ export const injectionConfigSchema = z.strictObject({
     /** Extra plain env of the sidecar (e.g. LOG_LEVEL). */
     env: z.array(z.strictObject({ name: envName, value: z.string() })).default([]),
   }).prefault({}),
+  gateway: z.strictObject({
+    url: z.string().regex(/^http:\/\/(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):\d{1,5}$/, 'must be http://<IP>:<port>: workspace pods have no DNS, so the gateway Service is named by its ClusterIP')
+      .describe('`GATEWAY_URL` of every sidecar: the egress gateway Service by its ClusterIP (`http://10.100.0.53:3128`); workspace pods have no DNS egress.'),
+    audience: z.string().min(1).default(GATEWAY_AUDIENCE).describe('Audience of the projected ServiceAccount token mounted into the sidecar alone; the gateway\'s `GATEWAY_AUDIENCE`.'),
+    expirationSeconds: z.number().int().min(600).max(86_400).default(3600).describe('Lifetime of that token; the kubelet rotates it before it expires.'),
+  }).nullable().default(null).describe('The egress gateway every sidecar connection goes through; null: sidecars connect directly (no enforced egress).'),
   workspace: z.strictObject({
     runAsUser: uid.default(1000),
     runAsGroup: uid.default(1000),

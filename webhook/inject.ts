@@ -14,7 +14,7 @@
 // and after a webhook's patch the built-in mutating plugins run again; see DELIVERED below.
 import {
   ANNOTATION_ALLOWED_DOMAINS, ANNOTATION_RUNTIME, ANNOTATION_STATUS, ANNOTATION_TTL_SECONDS, CA_BUNDLE_FILE, CA_CERT_FILE,
-  CONTAINER_PROXY, LABEL_WORKSPACE, PORTS, PROXY_ADMIN_PATHS, AGENT_PATHS, PROXY_URL, SHARED_DIR, WORKSPACE_ROOT,
+  CONTAINER_PROXY, GATEWAY_TOKEN_DIR, LABEL_WORKSPACE, PORTS, PROXY_ADMIN_PATHS, AGENT_PATHS, PROXY_URL, SHARED_DIR, WORKSPACE_ROOT,
 } from '../lib/constants.ts';
 import { VERSION } from '../lib/version.ts';
 import { configHash, DOMAIN_PATTERN, type InjectionConfig } from './config.ts';
@@ -24,11 +24,11 @@ import { checkPodShape, isObject, type Json } from './shape.ts';
 export type { Json } from './shape.ts';
 
 import {
-  checkContainer, checkPod, containerPaths, KUBE_API_ACCESS_PREFIX, SIDECAR_ONLY_VOLUMES, RESERVED_VOLUMES, VOLUME_RULES_TOKEN, VOLUME_SHARED, VOLUME_TMP, VOLUME_WORKSPACE, Violations, type Violation,
+  checkContainer, checkPod, containerPaths, KUBE_API_ACCESS_PREFIX, SIDECAR_ONLY_VOLUMES, RESERVED_VOLUMES, VOLUME_GATEWAY_TOKEN, VOLUME_RULES_TOKEN, VOLUME_SHARED, VOLUME_TMP, VOLUME_WORKSPACE, Violations, type Violation,
 } from './rules.ts';
 
 export {
-  KUBE_API_ACCESS_PREFIX, RESERVED_VOLUMES, VOLUME_RULES_TOKEN, VOLUME_SHARED, VOLUME_TMP, VOLUME_WORKSPACE, type Violation,
+  KUBE_API_ACCESS_PREFIX, RESERVED_VOLUMES, VOLUME_GATEWAY_TOKEN, VOLUME_RULES_TOKEN, VOLUME_SHARED, VOLUME_TMP, VOLUME_WORKSPACE, type Violation,
 } from './rules.ts';
 export const RULES_TOKEN_DIR = '/var/run/secrets/workspace-sandbox/rules-token';
 export const TMP_DIR = '/tmp';
@@ -307,6 +307,9 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
   if (usesTmp) added.push({ name: VOLUME_TMP, emptyDir: { medium: 'Memory', sizeLimit: config.workspace.tmpSizeLimit } });
   const token = config.sidecar.rulesTokenSecret;
   if (token) added.push({ name: VOLUME_RULES_TOKEN, secret: { secretName: token.secretName, items: [{ key: token.key, path: token.key }], defaultMode: 0o644 } });
+  // The gateway token is the pod's way out: projected for the sidecar alone (no other container mounts it).
+  const gw = config.gateway;
+  if (gw) added.push({ name: VOLUME_GATEWAY_TOKEN, projected: { defaultMode: 0o440, sources: [{ serviceAccountToken: { audience: gw.audience, expirationSeconds: gw.expirationSeconds, path: 'token' } }] } });
   spec.volumes = [...volumes, ...added];
 
   if (runtimeChange !== undefined) {
@@ -540,6 +543,7 @@ function renderSidecar(ctx: Context, config: InjectionConfig, inputs: SidecarInp
   ];
   if (sc.redisUrl !== null) env.push(envValue('REDIS_URL', sc.redisUrl), fieldEnv('RULES_SCOPE', 'metadata.uid'));
   if (sc.rulesTokenSecret) env.push(envValue('RULES_TOKEN_FILE', `${RULES_TOKEN_DIR}/${sc.rulesTokenSecret.key}`));
+  if (config.gateway) env.push(envValue('GATEWAY_URL', config.gateway.url), envValue('GATEWAY_TOKEN_FILE', `${GATEWAY_TOKEN_DIR}/token`));
   const names = new Set(env.map((e) => e.name));
   for (const e of [...sc.env.map((x) => ({ name: x.name, value: x.value })), ...inputs.copied, ...inputs.moved]) {
     if (names.has(e.name)) continue;
@@ -548,6 +552,7 @@ function renderSidecar(ctx: Context, config: InjectionConfig, inputs: SidecarInp
   }
   const mounts: Json[] = [{ name: VOLUME_SHARED, mountPath: SHARED_DIR }];
   if (sc.rulesTokenSecret) mounts.push({ name: VOLUME_RULES_TOKEN, mountPath: RULES_TOKEN_DIR, readOnly: true });
+  if (config.gateway) mounts.push({ name: VOLUME_GATEWAY_TOKEN, mountPath: GATEWAY_TOKEN_DIR, readOnly: true });
   for (const m of inputs.movedMounts) {
     if (mounts.some((x) => normPath(x.mountPath as string) === normPath(m.mountPath as string))) {
       ctx.deny(`volumeMounts[${JSON.stringify(m.name)}].mountPath`, 'reserved-path', `${m.mountPath} is used by the credential proxy`);

@@ -6,7 +6,7 @@
 //    stops a Pod when the webhook was bypassed, failed open or drifted.
 // Every rule `inject` can deny names its guard counterpart here (test/webhook/rules.test.ts fails
 // otherwise): its own CEL, or the rule that covers it and why.
-import { CONTAINER_PROXY, SHARED_DIR } from '../lib/constants.ts';
+import { CONTAINER_PROXY, GATEWAY_TOKEN_VOLUME, SHARED_DIR } from '../lib/constants.ts';
 import type { InjectionConfig } from './config.ts';
 import { isObject, type Json } from './shape.ts';
 
@@ -15,6 +15,8 @@ export const VOLUME_SHARED = 'workspace-sandbox-shared';
 export const VOLUME_WORKSPACE = 'workspace-sandbox-workspace';
 export const VOLUME_TMP = 'workspace-sandbox-tmp';
 export const VOLUME_RULES_TOKEN = 'workspace-sandbox-rules-token';
+/** The sidecar's projected token for the egress gateway (rendered when the config names a gateway). */
+export const VOLUME_GATEWAY_TOKEN = GATEWAY_TOKEN_VOLUME;
 /** The sidecar's own state (CA key pair, rule set), memory-backed, mounted into the sidecar alone. */
 export const VOLUME_SIDECAR_STATE = 'workspace-sandbox-sidecar-state';
 /** Public keys that verify per-pod tokens, mounted into the workspace (agent) and the sidecar (/rules). */
@@ -22,10 +24,10 @@ export const VOLUME_POD_TOKEN_KEYS = 'workspace-sandbox-pod-token-keys';
 /** A private upstream CA bundle (ConfigMap) for the proxy's UPSTREAM_CA_FILE, mounted into the sidecar alone. */
 export const VOLUME_UPSTREAM_CA = 'workspace-sandbox-upstream-ca';
 export const RESERVED_VOLUMES: ReadonlySet<string> = new Set([
-  VOLUME_SHARED, VOLUME_WORKSPACE, VOLUME_TMP, VOLUME_RULES_TOKEN, VOLUME_SIDECAR_STATE, VOLUME_POD_TOKEN_KEYS, VOLUME_UPSTREAM_CA,
+  VOLUME_SHARED, VOLUME_WORKSPACE, VOLUME_TMP, VOLUME_RULES_TOKEN, VOLUME_GATEWAY_TOKEN, VOLUME_SIDECAR_STATE, VOLUME_POD_TOKEN_KEYS, VOLUME_UPSTREAM_CA,
 ]);
 /** Reserved volumes no container but the sidecar may mount. */
-export const SIDECAR_ONLY_VOLUMES: readonly string[] = [VOLUME_RULES_TOKEN, VOLUME_SIDECAR_STATE, VOLUME_UPSTREAM_CA];
+export const SIDECAR_ONLY_VOLUMES: readonly string[] = [VOLUME_RULES_TOKEN, VOLUME_GATEWAY_TOKEN, VOLUME_SIDECAR_STATE, VOLUME_UPSTREAM_CA];
 
 /** The ServiceAccount admission plugin's token volume: `kube-api-access-<5 random chars>`. */
 export const KUBE_API_ACCESS_PREFIX = 'kube-api-access-';

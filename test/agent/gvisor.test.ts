@@ -10,7 +10,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { BIN, REPO, call, freePort, stream, tempDir, waitFor, waitHealthy } from './harness.ts';
+import { BIN, REPO, begin, call, frames, freePort, stream, tempDir, waitFor, waitHealthy } from './harness.ts';
 
 const RUNSC = process.env.RUNSC_BIN ?? 'runsc';
 
@@ -110,6 +110,22 @@ t.test('the agent inside gVisor: /health, /execute, streaming, files, a timeout 
   t.equal(pids.length, 3);
   const check = await run(`for p in ${pids.join(' ')}; do [ -d /proc/$p ] && [ "$(sed -e 's/.*) //' /proc/$p/stat | cut -c1)" != Z ] && echo "alive $p"; done; for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null | grep -qx "WORKSPACE_SANDBOX_EXEC_ID=${tree.execId}" && echo "tagged $p"; done; true`);
   t.equal(check.stdout, '', 'no process of the timed-out tree survives inside the sandbox');
+  t.match(health.json(), { processIsolation: 'pid-namespace' }, 'an unprivileged agent gets a PID namespace per command under runsc');
+  // Issue 13 item 7: escapes that drop the exec id and leave the group, ended by a timeout and by a cancel.
+  const escapes = 'env -i setsid sleep 301.5 & (env -i setsid sh -c \'trap "" TERM; sleep 302.5\' &); unset WORKSPACE_SANDBOX_EXEC_ID; setsid sleep 303.5 & sleep 0.2; echo started; sleep 100';
+  const marked = "for p in /proc/[0-9]*; do [ \"$(sed -e 's/.*) //' $p/stat 2>/dev/null | cut -c1)\" = Z ] && continue; tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q 'sleep 30[123]\\.5' && echo \"$p\"; done; true";
+  t.equal((await run(escapes, { timeoutMs: 1000 })).reason, 'timeout');
+  t.equal((await run(marked)).stdout, '', 'timeout: no escapee survives inside the sandbox');
+  const cancelled = begin(target, '/execute', { body: { cmd: ['sh', '-c', escapes] }, headers: { accept: 'application/x-ndjson' } });
+  // Read up to 'started' without ending the iteration: leaving a for-await would close the response, a cancel.
+  const reading = frames(await cancelled.response);
+  while (!(await reading.next()).value?.data?.includes('started'));
+  t.not((await run(marked)).stdout, '', 'the escapees run');
+  cancelled.destroy();
+  let left = 'not checked';
+  t.ok(await waitFor(async () => (left = (await run(marked)).stdout) === '', 10_000, 100), 'cancel: no escapee survives inside the sandbox');
+  t.equal(left, '');
+
   let zombies = '';
   await waitFor(async () => (zombies = (await run('for p in /proc/[0-9]*; do [ "$(sed -e "s/.*) //" $p/stat 2>/dev/null | cut -c1)" = Z ] && echo $p; done; true')).stdout) === '', 10_000, 100);
   t.equal(zombies, '', 'the killed escapees were reaped by PID 1');

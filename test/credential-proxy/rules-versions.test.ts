@@ -157,6 +157,15 @@ t.test('the sidecar restarts: its rule set and version come back from RULES_STAT
   const foreign = { ...env, RULES_SCOPE: 'pod-other' };
   const store = createRulesStore(loadProxyConfig(foreign), createLogger({ name: 'store', level: 'silent' }));
   await t.rejects(store.start(), /belongs to scope "pod-state"/, 'a state file of another pod is never loaded');
+  // The sidecar comes back with a CREDENTIALS_FILE that no longer declares what a saved rule names.
+  const saved2 = JSON.parse(readFileSync(join(dir, 'state', 'rules.json'), 'utf8'));
+  writeFileSync(join(dir, 'state', 'rules.json'), JSON.stringify({ ...saved2, scoped: { version: 9, rules: [{ id: 'gone', hosts: ['gone.test'], credential: 'removed' }] } }));
+  const third = await boot();
+  const after = await view(third, token);
+  t.same([after.version, after.rules], [9, []], 'the unacceptable set is dropped (fail closed), its version kept');
+  t.equal(await connectOutcome(third, 'gone.test'), 'denied');
+  t.equal((await (await put(third, token, [])).json() as { version: number }).version, 10, 'no version is handed out twice');
+  await third.proxy.close();
   writeFileSync(join(dir, 'state', 'rules.json'), '{"format":1,');
   await t.rejects(createRulesStore(loadProxyConfig(env), createLogger({ name: 'store', level: 'silent' })).start(), /is not a saved rule state/, 'nor a torn one');
 });

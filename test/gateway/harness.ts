@@ -54,7 +54,7 @@ export async function startGateway(t: Test, env: Record<string, string> = {}, de
     logger: createLogger({ name: 'gateway', level: 'info', destination: logs.destination }),
     registry: createMetricsRegistry({ program: 'gateway', defaultMetrics: false }),
     api: await createKubernetesApi(config.KUBECONFIG),
-    resolver: mapResolver({ 'api.lab.test': ['198.51.100.10'] }),
+    resolver: mapResolver({ 'api.lab.test': ['198.51.100.10'], 'secret.lab.test': ['198.51.100.10'] }),
     connect: (target) => {
       dialled.push(target.host);
       return netConnect({ host: '127.0.0.1', port: upstreamPort });

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import {
-  ANNOTATION_RUNTIME, CONTAINER_PROXY, LABEL_INJECTION, LABEL_INJECTION_ENABLED, NAMESPACES, NODE_LABEL_GVISOR, PORTS,
+  ANNOTATION_RUNTIME, CONTAINER_PROXY, GATEWAY_AUDIENCE, GATEWAY_NAMESPACE, GATEWAY_SERVICE, LABEL_INJECTION, LABEL_INJECTION_ENABLED, NAMESPACES, NODE_LABEL_GVISOR, PORTS,
   POD_IDENTITY_AGENT, PRIORITY_CLASS_OVERPROVISIONING, PRIORITY_CLASS_WORKSPACE, RULES_TOKEN_KEY, RULES_TOKEN_SECRET, RUNTIME_CLASS_GVISOR,
   RUNTIME_CLASS_RUNC, SERVICE_ACCOUNT_BACKEND, WEBHOOK_PATHS, WEBHOOK_SERVICE,
 } from '../../lib/constants.ts';
@@ -212,7 +212,8 @@ for (const overlay of OVERLAYS) {
     });
 
     t.test('the backend\'s RBAC: pods and pods/log in sandboxes only, least privilege', async (t) => {
-      const rbac = objs.filter((o) => /^(Cluster)?Role(Binding)?$/.test(o.kind));
+      // The gateway's RBAC (TokenReview, pod reads) is checked in gateway.test.ts.
+      const rbac = objs.filter((o) => /^(Cluster)?Role(Binding)?$/.test(o.kind) && o.metadata.name !== GATEWAY_SERVICE);
       t.same(rbac.map(idOf).sort(), [`Role ${NAMESPACES.sandboxes}/${SERVICE_ACCOUNT_BACKEND}`, `RoleBinding ${NAMESPACES.sandboxes}/${SERVICE_ACCOUNT_BACKEND}`].sort(), 'one Role and its binding, no ClusterRole');
       const role = find<Json>(objs, 'Role', SERVICE_ACCOUNT_BACKEND, NAMESPACES.sandboxes);
       t.same(role.rules, [
@@ -242,27 +243,33 @@ for (const overlay of OVERLAYS) {
       t.equal(spec.securityContext.runAsNonRoot, true);
     });
 
-    t.test('NetworkPolicies in sandboxes', async (t) => {
-      const policies = findAll<Json>(objs, 'NetworkPolicy');
-      t.ok(policies.every((p) => p.metadata.namespace === NAMESPACES.sandboxes && Object.keys(p.spec.podSelector).length === 0));
+    t.test('NetworkPolicies in sandboxes: the egress gateway is the only way out', async (t) => {
+      const policies = findAll<Json>(objs, 'NetworkPolicy').filter((p) => p.metadata.namespace === NAMESPACES.sandboxes);
+      t.ok(policies.every((p) => Object.keys(p.spec.podSelector).length === 0));
       const np = (name: string) => policies.find((p) => p.metadata.name === name)!.spec;
       t.same(np('default-deny'), { podSelector: {}, policyTypes: ['Ingress', 'Egress'] });
-      const dns = np('allow-dns');
-      t.same(dns.egress[0].ports, [{ protocol: 'UDP', port: 53 }, { protocol: 'TCP', port: 53 }]);
-      t.same(dns.egress[0].to, [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'kube-system' } }, podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } } }]);
-      const https = np('allow-public-https');
-      t.same(https.egress, [{ to: [{ ipBlock: { cidr: '0.0.0.0/0', except: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '169.254.0.0/16', '100.64.0.0/10'] } }], ports: [{ protocol: 'TCP', port: 443 }] }]);
+      t.same(np('allow-egress-gateway').egress, [{
+        to: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': GATEWAY_NAMESPACE } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': GATEWAY_SERVICE } } }],
+        ports: [{ protocol: 'TCP', port: PORTS.gateway }],
+      }], 'the gateway pods on the CONNECT port, nothing else');
       const backend = np('allow-backend-ingress');
       t.same(backend.ingress, [{ from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': NAMESPACES.backend } } }],
         ports: [{ protocol: 'TCP', port: PORTS.agent }, { protocol: 'TCP', port: PORTS.proxyAdmin }] }]);
       if (overlay === 'local') {
-        t.equal(policies.length, 4, 'nothing else opens the namespace');
+        t.equal(policies.length, 3, 'nothing else opens the namespace');
       } else {
         t.same(np('allow-pod-identity-agent').egress, [{ to: [{ ipBlock: { cidr: `${POD_IDENTITY_AGENT.ipv4}/32` } }, { ipBlock: { cidr: `${POD_IDENTITY_AGENT.ipv6}/128` } }],
           ports: [{ protocol: 'TCP', port: POD_IDENTITY_AGENT.port }] }], 'the Pod Identity agent, and nothing else of the link-local range');
-        t.equal(policies.length, 5, 'nothing else opens the namespace');
+        t.equal(policies.length, 4, 'nothing else opens the namespace');
       }
-      t.notOk(JSON.stringify(policies).includes(String(PORTS.proxy)), 'the proxy port (loopback only) is never opened');
+      const text = JSON.stringify(policies);
+      t.notOk(text.includes('0.0.0.0/0') || text.includes('::/0'), 'no public range');
+      t.notOk(/"port":53\b/.test(text), 'no DNS: the sidecar reaches the gateway by address');
+      t.notOk(text.includes('UDP'), 'no UDP at all');
+      t.notOk(text.includes(String(PORTS.proxy)), 'the proxy port (loopback only) is never opened');
+      const gateway = find<Json>(objs, 'Service', GATEWAY_SERVICE, GATEWAY_NAMESPACE);
+      t.equal(injectionConfig(objs).gateway?.url, `http://${gateway.spec.clusterIP}:${PORTS.gateway}`, 'sidecars are pointed at the gateway Service');
+      t.equal(injectionConfig(objs).gateway?.audience, GATEWAY_AUDIENCE);
     });
 
     t.test('priority classes', async (t) => {

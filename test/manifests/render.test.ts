@@ -23,7 +23,16 @@ const EVERYWHERE = [
   'ServiceAccount workspace-sandbox-system/workspace-sandbox-webhook', 'ConfigMap workspace-sandbox-system/workspace-sandbox-injection',
   'ServiceAccount backend/workspace-sandbox-backend', 'Role sandboxes/workspace-sandbox-backend', 'RoleBinding sandboxes/workspace-sandbox-backend',
   'RuntimeClass runc', 'PriorityClass workspace', 'PriorityClass overprovisioning',
-  'NetworkPolicy sandboxes/default-deny', 'NetworkPolicy sandboxes/allow-dns', 'NetworkPolicy sandboxes/allow-public-https',
+  'NetworkPolicy sandboxes/default-deny', 'NetworkPolicy sandboxes/allow-egress-gateway',
+  'Namespace workspace-sandbox-egress', 'ServiceAccount workspace-sandbox-egress/workspace-sandbox-gateway',
+  'ClusterRole workspace-sandbox-gateway', 'ClusterRoleBinding workspace-sandbox-gateway',
+  'Role sandboxes/workspace-sandbox-gateway', 'RoleBinding sandboxes/workspace-sandbox-gateway',
+  'Deployment workspace-sandbox-egress/workspace-sandbox-gateway', 'Service workspace-sandbox-egress/workspace-sandbox-gateway',
+  'Service workspace-sandbox-egress/workspace-sandbox-gateway-metrics', 'PodDisruptionBudget workspace-sandbox-egress/workspace-sandbox-gateway',
+  'HorizontalPodAutoscaler workspace-sandbox-egress/workspace-sandbox-gateway',
+  'NetworkPolicy workspace-sandbox-egress/default-deny', 'NetworkPolicy workspace-sandbox-egress/allow-workspace-ingress',
+  'NetworkPolicy workspace-sandbox-egress/allow-dns', 'NetworkPolicy workspace-sandbox-egress/allow-kube-apiserver',
+  'NetworkPolicy workspace-sandbox-egress/allow-public-egress',
   'NetworkPolicy sandboxes/allow-backend-ingress', 'ResourceQuota sandboxes/workspaces', 'LimitRange sandboxes/workspaces',
 ];
 

@@ -15,6 +15,7 @@
 import type { Model } from '@kubernetes-models/base';
 import * as admissionregistration from 'kubernetes-models/admissionregistration.k8s.io/v1';
 import * as apps from 'kubernetes-models/apps/v1';
+import * as autoscaling from 'kubernetes-models/autoscaling/v2';
 import * as core from 'kubernetes-models/v1';
 import * as networking from 'kubernetes-models/networking.k8s.io/v1';
 import * as node from 'kubernetes-models/node.k8s.io/v1';
@@ -41,6 +42,7 @@ export const MODELS: Record<string, ModelClass> = {
   'v1/Pod': core.Pod,
   'apps/v1/Deployment': apps.Deployment,
   'apps/v1/DaemonSet': apps.DaemonSet,
+  'autoscaling/v2/HorizontalPodAutoscaler': autoscaling.HorizontalPodAutoscaler,
   'policy/v1/PodDisruptionBudget': policy.PodDisruptionBudget,
   'admissionregistration.k8s.io/v1/MutatingWebhookConfiguration': admissionregistration.MutatingWebhookConfiguration,
   'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy': admissionregistration.ValidatingAdmissionPolicy,
