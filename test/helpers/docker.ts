@@ -4,7 +4,7 @@
 // The workspace image is built once per engine from this checkout (the agent's single executable
 // and a static busybox, scripts/build-workspace-image.ts), never pulled.
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
@@ -61,7 +61,12 @@ function newestSource(): number {
  * its sources, and the image is tagged with the executable's digest, so a stale image is never used.
  */
 export async function ensureTestImage(docker: Docker): Promise<string> {
-  if (!existsSync(DEFAULT_AGENT_BINARY) || statSync(DEFAULT_AGENT_BINARY).mtimeMs < newestSource()) await buildAgentSea();
+  if (!existsSync(DEFAULT_AGENT_BINARY) || statSync(DEFAULT_AGENT_BINARY).mtimeMs < newestSource()) {
+    // Test files run in parallel: each builds its own copy and renames it into place (atomic).
+    const own = `${DEFAULT_AGENT_BINARY}.${process.pid}`;
+    await buildAgentSea(own);
+    renameSync(own, DEFAULT_AGENT_BINARY);
+  }
   const digest = createHash('sha256').update(readFileSync(DEFAULT_AGENT_BINARY)).digest('hex').slice(0, 12);
   const tag = `${TEST_IMAGE_REPO}:${digest}`;
   const images = await docker.listImages({ filters: { reference: [tag] } });
