@@ -149,7 +149,8 @@ export function createAdminApp(deps: AdminDeps): AdminHandler {
     }
     const who = await authenticate(req, res, method !== 'GET' && method !== 'HEAD');
     if (expectsContinue) res.writeContinue();
-    const body = await readJson(req);
+    // Only writes have a body to read; any other body is left unread (Node drops it).
+    const body = method === 'PUT' || method === 'POST' ? await readJson(req) : undefined;
     if (id !== undefined) {
       const ifMatch = parseIfMatch(header(req, 'if-match'));
       const { before, after } = await deps.store.write((current) => {

@@ -6,6 +6,7 @@ import { env, parseConfig, pickEnv, readConfigFile, ConfigError, type DeepReadon
 import { PORTS, PROXY_LOOPBACK_HOST, REDIS_RULES_READER_USER, SHARED_DIR } from '../lib/constants.ts';
 import { EMPTY_CATALOG, loadCredentialCatalog, type CredentialCatalog } from './credential-catalog.ts';
 import { rulesFromAllowedDomains, validateRules, RuleSetError, type RuleSpec } from './rules.ts';
+import { DEFAULT_MEMORY_LIMIT_BYTES, memoryBudget, type MemoryBudget } from './memory.ts';
 
 export const proxyEnvSchema = z.object({
   PROXY_HOST: env.string().default(PROXY_LOOPBACK_HOST),
@@ -53,7 +54,10 @@ export const proxyEnvSchema = z.object({
   /** Pod name (downward API), written in every audit line. */
   POD_NAME: env.string().optional(),
   LOG_LEVEL: env.logLevel().default('info'),
-  MAX_TUNNELS: env.int(1, 1_000_000).default(4096),
+  /** The sidecar container's memory limit: the tunnel cap, the signing budget and shedding derive from it. */
+  MEMORY_LIMIT_BYTES: env.int(160 * 1024 * 1024, 64 * 1024 * 1024 * 1024).default(DEFAULT_MEMORY_LIMIT_BYTES),
+  /** Unset: derived from MEMORY_LIMIT_BYTES (credential-proxy/memory.ts); set: may only be lower. */
+  MAX_TUNNELS: env.int(1, 1_000_000).optional(),
   /** A tunnel or forwarded connection with no bytes either way for this long is closed. */
   IDLE_TIMEOUT_MS: env.int(1000, 24 * 3600_000).default(300_000),
   /** A client that has not sent complete request headers by then gets 408 (slowloris). */
@@ -89,6 +93,15 @@ export const proxyEnvSchema = z.object({
   if (c.PROXY_PORT !== 0 && c.PROXY_PORT === c.ADMIN_PORT) {
     ctx.addIssue({ code: 'custom', path: ['ADMIN_PORT'], message: 'must differ from PROXY_PORT' });
   }
+  // Every cap must fit the memory limit: a config that could be OOM-killed by its own clients is refused.
+  try {
+    const budget = memoryBudget(c.MEMORY_LIMIT_BYTES, c.MAX_TUNNELS);
+    if (c.SIGNING_BODY_CAP_BYTES > budget.signingBudgetBytes) {
+      ctx.addIssue({ code: 'custom', path: ['SIGNING_BODY_CAP_BYTES'], message: `must be at most ${budget.signingBudgetBytes} (the signing share of MEMORY_LIMIT_BYTES=${c.MEMORY_LIMIT_BYTES})` });
+    }
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', path: [c.MAX_TUNNELS === undefined ? 'MEMORY_LIMIT_BYTES' : 'MAX_TUNNELS'], message: (err as Error).message });
+  }
 });
 
 export type ProxyEnv = z.output<typeof proxyEnvSchema>;
@@ -99,6 +112,8 @@ export interface ProxyConfig extends DeepReadonly<ProxyEnv> {
   readonly rulesScope: string;
   /** The credentials of CREDENTIALS_FILE (empty without it: no rule can inject anything). */
   readonly credentials: CredentialCatalog;
+  /** Caps derived from MEMORY_LIMIT_BYTES (and MAX_TUNNELS when set). */
+  readonly memory: MemoryBudget;
 }
 
 export const PROXY_ENV_HELP: Readonly<Record<keyof ProxyEnv, string>> = {
@@ -128,7 +143,8 @@ export const PROXY_ENV_HELP: Readonly<Record<keyof ProxyEnv, string>> = {
   SIGNING_BODY_CAP_BYTES: 'largest request body buffered for AWS SigV4 signing; larger → 413 (10485760)',
   POD_NAME: 'pod name written in every audit line',
   LOG_LEVEL: 'fatal|error|warn|info|debug|trace|silent (info)',
-  MAX_TUNNELS: 'open tunnels allowed at once; more get 429 (4096)',
+  MEMORY_LIMIT_BYTES: 'the sidecar container\'s memory limit (268435456 = 256 MiB); the tunnel cap, the signing budget and shedding (503 above 90% resident) derive from it: set it from the container\'s limits.memory',
+  MAX_TUNNELS: 'open tunnels plus plain-HTTP requests in flight; more get 429 (default: derived from MEMORY_LIMIT_BYTES, 384 at 256 MiB; a set value may only be lower)',
   IDLE_TIMEOUT_MS: 'close tunnels and connections idle this long (300000)',
   HEADER_TIMEOUT_MS: 'time allowed for a client to send request headers (10000)',
   UPSTREAM_CONNECT_TIMEOUT_MS: 'upstream TCP connect timeout (10000)',
@@ -171,6 +187,7 @@ export function loadProxyConfig(source: Record<string, string | undefined> = pro
     staticRules: Object.freeze({ env: Object.freeze(envRules), file: Object.freeze(fileRules) }),
     rulesScope: parsed.RULES_SCOPE ?? 'local',
     credentials,
+    memory: memoryBudget(parsed.MEMORY_LIMIT_BYTES, parsed.MAX_TUNNELS),
   });
 }
 

@@ -11,6 +11,7 @@ import { GatewayRefusal, UPSTREAM_OPEN } from './upstream.ts';
 import { refuseSocket, type Refusal } from './respond.ts';
 import type { ProxyContext } from './context.ts';
 import type { InterceptRule } from './interception.ts';
+import { RELAY_BUFFER_BYTES, RELAY_BUFFERS } from './memory.ts';
 
 /** `host:port`, `[v6]:port`; the port is mandatory in CONNECT (RFC 9110 §9.3.6) but we default to 443. */
 export function parseAuthority(authority: string): { host: string; port: number } | undefined {
@@ -19,6 +20,24 @@ export function parseAuthority(authority: string): { host: string; port: number 
   const port = m[2] === undefined ? 443 : Number(m[2]);
   if (port < 1 || port > 65535) return undefined;
   return { host: m[1]!, port };
+}
+
+/**
+ * Admission before a tunnel or a plain-HTTP request holds any buffer: the cap derived from the
+ * memory limit (429), then the resident-set watermark (503). Undefined: admitted.
+ */
+export function admission(ctx: ProxyContext): Omit<Refusal, 'host' | 'port' | 'rule'> | undefined {
+  const cap = ctx.config.memory.maxTunnels;
+  if (ctx.tunnels.active >= cap) {
+    ctx.metrics.shed.inc({ reason: 'tunnels' });
+    return { status: 429, code: 'WS_ERR_TOO_MANY_REQUESTS', reason: `too many open tunnels and requests (limit ${cap}, derived from the proxy's memory limit)` };
+  }
+  const pressure = ctx.memory.pressure();
+  if (pressure) {
+    ctx.metrics.shed.inc({ reason: 'memory' });
+    return { status: 503, code: 'WS_ERR_UNAVAILABLE', reason: pressure };
+  }
+  return undefined;
 }
 
 /** Upstream socket errors as a person reads them; never the internal address. */
@@ -54,9 +73,8 @@ export async function handleConnect(ctx: ProxyContext, req: IncomingMessage, cli
   if (!authority) {
     return deny({ status: 400, code: 'WS_ERR_BAD_REQUEST', reason: 'CONNECT needs an authority-form target (host:port)' });
   }
-  if (ctx.tunnels.active >= ctx.config.MAX_TUNNELS) {
-    return deny({ status: 429, code: 'WS_ERR_TOO_MANY_REQUESTS', reason: `too many open tunnels (limit ${ctx.config.MAX_TUNNELS})`, host: authority.host, port: authority.port });
-  }
+  const shed = admission(ctx);
+  if (shed) return deny({ ...shed, host: authority.host, port: authority.port });
   const d = decide({ kind: 'connect', host: authority.host, port: authority.port }, ctx.rules());
   if (d.action === 'deny') {
     const [status, code] = d.malformed ? [400, 'WS_ERR_BAD_REQUEST'] as const : [403, 'WS_ERR_FORBIDDEN'] as const;
@@ -187,23 +205,26 @@ function tunnel(ctx: ProxyContext, client: Socket, head: Buffer, t: TunnelTarget
   });
 }
 
-/** Size of each read buffer of a tunnel's download direction, and how many a tunnel may fill ahead of the client. */
-const RELAY_BUFFER_BYTES = 128 * 1024;
-const RELAY_BUFFERS = 4;
+/**
+ * Free relay buffers, shared by every tunnel: a tunnel holds buffers only while bytes are in
+ * flight, never a private free list that outlives a burst. Kept up to a bound; the rest is left to
+ * the GC.
+ */
+const FREE_BUFFERS: Buffer[] = [];
+const MAX_FREE_BUFFERS = 64;
 
 /**
  * Upstream → client bytes of one tunnel, without the Readable stream layer: the upstream socket
- * reads (net.connect's `onread`) into one of a few reusable buffers, each read is written to the
- * client as it is, and a buffer is read into again only once its write is done. Backpressure: when
- * the client is slow (write() returns false, or every buffer is still in flight) the upstream
- * socket is paused until the client drains. Buffers are allocated on first use, so an idle tunnel
- * holds none.
+ * reads (net.connect's `onread`) into a pooled buffer, each read is written to the client as it
+ * is, and the buffer returns to the pool once its write is done. Backpressure: when the client is
+ * slow (write() returns false, or RELAY_BUFFERS are in flight) the upstream socket is paused until
+ * the client drains, so a client that never reads pins at most RELAY_BUFFERS × RELAY_BUFFER_BYTES
+ * (credential-proxy/memory.ts budgets for it).
  */
 class DownloadRelay {
   source: Socket | undefined;
   readonly #client: Socket;
-  readonly #free: Buffer[] = [];
-  #allocated = 0;
+  #inFlight = 0;
   #started = false;
   #waiting = false;
   /** Bytes read before the client side was ready (none in practice: the upstream speaks after the client). */
@@ -219,27 +240,33 @@ class DownloadRelay {
   };
 
   #take(): Buffer {
-    const buf = this.#free.pop();
-    if (buf) return buf;
-    this.#allocated++;
-    return Buffer.allocUnsafeSlow(RELAY_BUFFER_BYTES);
+    return FREE_BUFFERS.pop() ?? Buffer.allocUnsafeSlow(RELAY_BUFFER_BYTES);
+  }
+
+  #recycle(buf: Buffer): void {
+    if (FREE_BUFFERS.length < MAX_FREE_BUFFERS) FREE_BUFFERS.push(buf);
   }
 
   #relay(n: number, buf: Buffer): boolean {
     const chunk = buf.subarray(0, n);
     if (!this.#started) {
       this.#early.push(Buffer.from(chunk));
-      this.#free.push(buf);
+      this.#recycle(buf);
       return true;
     }
-    if (this.#client.destroyed) return false;
+    if (this.#client.destroyed) {
+      this.#recycle(buf);
+      return false;
+    }
+    this.#inFlight++;
     const more = this.#client.write(chunk, () => this.#release(buf));
-    if (!more || (this.#free.length === 0 && this.#allocated >= RELAY_BUFFERS)) return this.#pause();
+    if (!more || this.#inFlight >= RELAY_BUFFERS) return this.#pause();
     return true;
   }
 
   #release(buf: Buffer): void {
-    this.#free.push(buf);
+    this.#inFlight--;
+    this.#recycle(buf);
     if (this.#waiting && this.#client.writableLength === 0) this.#resume();
   }
 

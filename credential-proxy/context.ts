@@ -23,8 +23,10 @@ export interface ProxyContext {
   rules(): readonly CompiledRule[];
   /** The admin listener's bound port (known after listen), for hints in refusals. */
   readonly bound: { adminPort: number };
-  /** Open tunnels (plain and intercepted), against MAX_TUNNELS. */
+  /** Open tunnels (plain and intercepted) and plain-HTTP requests in flight, against the memory budget's cap. */
   readonly tunnels: { active: number };
+  /** Why new work must be shed now (resident set near the memory limit), or undefined. */
+  readonly memory: { pressure(): string | undefined };
   /** Reports unexpected errors in continuations (after the listener's own guarded call returned). */
   readonly guard: Guard;
 }

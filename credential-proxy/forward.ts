@@ -10,7 +10,7 @@ import { decide } from './decide.ts';
 import { normaliseHost, DEFAULT_HTTP_PORT } from './rules.ts';
 import { ResolveError } from './resolve.ts';
 import { refuseResponse, type Refusal } from './respond.ts';
-import { upstreamFailure } from './connect.ts';
+import { admission, upstreamFailure } from './connect.ts';
 import type { ProxyContext } from './context.ts';
 
 const HOP_BY_HOP = ['connection', 'keep-alive', 'te', 'trailer', 'upgrade', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate'];
@@ -138,6 +138,11 @@ export function createForwarder(ctx: ProxyContext): Forwarder {
       return refuse({ status: 403, code: 'WS_ERR_FORBIDDEN', reason: d.reason, host: d.host, port: d.port, rule: d.ruleId });
     }
     const rule = d.rule!;
+    const shed = admission(ctx);
+    if (shed) return refuse({ ...shed, host: d.host, port: d.port, rule: rule.id });
+    // In flight from here to the response's end: counted against the same cap as tunnels.
+    ctx.tunnels.active++;
+    res.once('close', () => { ctx.tunnels.active--; });
     pending.set(req, { bytesDown: 0 });
 
     return Promise.all([

@@ -31,6 +31,7 @@ import { methodAllowed, pathAllowed, reflectingMethod } from './decide.ts';
 import { createGuard } from '../lib/guard.ts';
 import type { InterceptTarget, Interceptor } from './interception.ts';
 import { LeafCache } from './leaf-cache.ts';
+import { ByteBudget, DEFAULT_MEMORY_LIMIT_BYTES, memoryBudget } from './memory.ts';
 import { normaliseHost } from './rules.ts';
 import { createSigV4Signer, DEFAULT_SIGNING_BODY_CAP, type AwsCredentialsProvider, type SigV4Signer } from './sigv4.ts';
 import { GatewayRefusal, type Upstream } from './upstream.ts';
@@ -45,6 +46,8 @@ export interface InterceptorConfig {
   readonly IDLE_TIMEOUT_MS?: number | undefined;
   readonly HEADER_TIMEOUT_MS?: number | undefined;
   readonly UPSTREAM_CONNECT_TIMEOUT_MS?: number | undefined;
+  /** Bytes of bodies held for signing at once, across all tunnels (the proxy's memory budget); over it → 503. */
+  readonly memory?: { readonly signingBudgetBytes: number } | undefined;
 }
 
 export interface InterceptorDeps {
@@ -96,6 +99,7 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
   const audit = deps.audit ?? createAuditLog(logger, config.POD_NAME);
   const podName = config.POD_NAME ?? 'local';
   const bodyCap = config.SIGNING_BODY_CAP_BYTES ?? DEFAULT_SIGNING_BODY_CAP;
+  const signingBudget = new ByteBudget(config.memory?.signingBudgetBytes ?? Math.max(bodyCap, maxSigningBudget()));
   const idleTimeoutMs = config.IDLE_TIMEOUT_MS ?? 300_000;
   const headerTimeoutMs = config.HEADER_TIMEOUT_MS ?? 10_000;
   const connectTimeoutMs = config.UPSTREAM_CONNECT_TIMEOUT_MS ?? 10_000;
@@ -258,6 +262,14 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
         if (contentLength !== undefined && Number(contentLength) > bodyCap) {
           throw refuse('WS_ERR_PAYLOAD_TOO_LARGE', `request body of ${contentLength} bytes is over the ${bodyCap}-byte signing limit`);
         }
+        // Reserved before one byte is read: many tunnels uploading at once cannot add up past the budget.
+        const reserve = contentLength !== undefined ? Number(contentLength) : req.headers['transfer-encoding'] !== undefined ? bodyCap : 0;
+        if (reserve > 0) {
+          if (!signingBudget.tryTake(reserve)) {
+            throw refuse('WS_ERR_UNAVAILABLE', `the proxy already holds ${signingBudget.used} bytes of request bodies for signing (budget ${signingBudget.capacity}, from its memory limit): retry`);
+          }
+          res.once('close', () => signingBudget.give(reserve));
+        }
         if (expectsContinue) res.writeContinue();
         body = await readBody(req, bodyCap);
         bytesUp = body.length;
@@ -389,6 +401,11 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
     },
   };
   return handle;
+}
+
+/** The signing budget of the default memory limit, for interceptors built without the proxy's config. */
+function maxSigningBudget(): number {
+  return memoryBudget(DEFAULT_MEMORY_LIMIT_BYTES).signingBudgetBytes;
 }
 
 /** Methods whose requests carry no body unless framed explicitly. */

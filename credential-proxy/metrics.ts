@@ -9,6 +9,7 @@ export interface ProxyMetrics {
   rulesVersion: Gauge;
   rulesStoreUp: Gauge;
   rulesStoreUnreachable: Counter<'phase'>;
+  shed: Counter<'reason'>;
 }
 
 export function createProxyMetrics(registry: Registry): ProxyMetrics {
@@ -23,6 +24,10 @@ export function createProxyMetrics(registry: Registry): ProxyMetrics {
     }),
     rulesVersion: new Gauge({ name: 'rules_version', help: 'Version of the /rules rule set in force', registers }),
     rulesStoreUp: new Gauge({ name: 'rules_store_up', help: '1 when the rules store is reachable (always 1 for the memory store)', registers }),
+    shed: new Counter({
+      name: 'proxy_shed_total', labelNames: ['reason'], registers,
+      help: 'Tunnels and requests refused to keep memory bounded: reason="tunnels" (cap derived from the memory limit, 429), "memory" (resident set near the limit, 503)',
+    }),
     rulesStoreUnreachable: new Counter({
       name: 'rules_store_unreachable_total', labelNames: ['phase'], registers,
       help: 'Times the rules store was found unreachable: phase="start" when the proxy started without it, "runtime" when it went away later',

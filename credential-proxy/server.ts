@@ -17,6 +17,7 @@ import { handleConnect } from './connect.ts';
 import type { ProxyContext } from './context.ts';
 import { createForwarder } from './forward.ts';
 import type { Interceptor } from './interception.ts';
+import { createMemoryPressure } from './memory.ts';
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
 import { localInterfaceAddresses, systemResolver, type OwnListeners, type Resolver } from './resolve.ts';
 import { refuseResponse, refuseSocket, type Refusal } from './respond.ts';
@@ -46,6 +47,8 @@ export interface ProxyDeps {
   upstream?: Upstream;
   /** Addresses that reach this host (default: the interfaces'); with ports, what the proxy never dials. */
   localAddresses?: ReadonlySet<string>;
+  /** Default: the process's resident set against MEMORY_LIMIT_BYTES. */
+  memoryPressure?: { pressure(): string | undefined };
 }
 
 /** What a request gets when its handler failed in a way nobody expected (a bug: logged and counted). */
@@ -112,6 +115,7 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
     interceptor: deps.interceptor,
     rules: () => compiled,
     tunnels: { active: 0 },
+    memory: deps.memoryPressure ?? createMemoryPressure(config.memory.shedAtBytes),
     bound: { adminPort: config.ADMIN_PORT },
     guard,
   };

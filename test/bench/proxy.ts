@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { createDevPair } from '../../lib/certs.ts';
 import { BenchRun, machineLine, median, percentile, table, writeSection } from './results.ts';
 import { freePort } from '../helpers/listen.ts';
+import { RESERVE_BYTES, TUNNEL_SHARE, TUNNEL_WORST_CASE_BYTES } from '../../credential-proxy/memory.ts';
 
 const GIB = 2 ** 30;
 const SIZE_GIB = Number(process.env.BENCH_GIB ?? 1);
@@ -166,7 +167,9 @@ async function main(): Promise<void> {
   const bundle = buildDist();
   const proxy = start(process.execPath, [bundle, 'proxy'], {
     PROXY_PORT: String(ours), ADMIN_PORT: String(oursAdmin), ADMIN_HOST: '127.0.0.1', RULES_FILE: join(dir, 'rules.json'),
-    MAX_TUNNELS: String(OPEN + 100), LOG_LEVEL: 'info', CA_DIR: dir,
+    // The open-tunnels run needs a memory limit whose derived cap holds OPEN tunnels (the bench
+    // process is not in a cgroup; the limit only sets the caps).
+    MEMORY_LIMIT_BYTES: String(RESERVE_BYTES + Math.ceil(((OPEN + 100) * TUNNEL_WORST_CASE_BYTES) / TUNNEL_SHARE)), LOG_LEVEL: 'info', CA_DIR: dir,
   });
   await waitForPort(oursAdmin);
   await new Promise((r) => setTimeout(r, 1000));

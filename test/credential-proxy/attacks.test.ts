@@ -172,7 +172,7 @@ t.test('tunnel cap: over MAX_TUNNELS → 429', async (t) => {
   const b = await openTunnel(p.port, `upstream.test:${port}`);
   const third = await rawExchange(p.port, connectTo(`upstream.test:${port}`));
   t.equal(statusOf(third), 429);
-  t.match(headerOf(third, HEADER_DENY_REASON)!, /too many open tunnels \(limit 2\)/);
+  t.match(headerOf(third, HEADER_DENY_REASON)!, /too many open tunnels and requests \(limit 2,/);
   a.socket.destroy();
   // The slot is released as the proxy sees the close, just before the tunnel's canonical line.
   await p.logs.waitFor(AUDIT_MSG, (l) => l.decision === 'tunnel');

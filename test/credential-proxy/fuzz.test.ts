@@ -22,7 +22,7 @@ import { makeTestPki } from '../helpers/tls.ts';
 import {
   absoluteUrl, authority, fuzzParameters, headerBlock, hostish, jsonBody, method, rawRequest, sendRaw, statusOf, stillServing,
 } from '../helpers/fuzz.ts';
-import { openTunnel, startUpstreams, testResolver } from './fixtures/proxy-harness.ts';
+import { IN_PROCESS_PROXY_ENV, openTunnel, startUpstreams, testResolver } from './fixtures/proxy-harness.ts';
 import { startUpstream } from './fixtures/intercept-upstream.ts';
 
 const TOKEN = 'fuzz-rules-token-0123456789abcdef';
@@ -43,6 +43,7 @@ async function startStack(t: Test) {
   writeFileSync(join(dir, 'credentials.json'), JSON.stringify({ credentials: { api: { hosts: [API], type: 'header', header: 'authorization', value: { env: 'API_SECRET' }, format: 'Bearer {value}' } } }));
   writeFileSync(join(dir, 'tokens'), `backend:${TOKEN}\n`);
   const config = loadProxyConfig({
+    ...IN_PROCESS_PROXY_ENV,
     PROXY_PORT: '0', ADMIN_PORT: '0', ADMIN_HOST: '127.0.0.1', LOG_LEVEL: 'debug', POD_NAME: 'ws-fuzz',
     RULES_FILE: join(dir, 'rules.json'), RULES_TOKEN_FILE: join(dir, 'tokens'), CREDENTIALS_FILE: join(dir, 'credentials.json'), CA_DIR: join(dir, 'shared'),
     UPSTREAM_CA_FILE: join(dir, 'upstream-ca.pem'), HEADER_TIMEOUT_MS: '2000', UPSTREAM_CONNECT_TIMEOUT_MS: '500',

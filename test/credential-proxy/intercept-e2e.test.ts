@@ -28,6 +28,7 @@ import { makeTestPki } from '../helpers/tls.ts';
 import { startFakeBedrock } from './fixtures/bedrock-fake.ts';
 import { PYTHON_GET, run } from './fixtures/intercept-harness.ts';
 import { startUpstream } from './fixtures/intercept-upstream.ts';
+import { IN_PROCESS_PROXY_ENV } from './fixtures/proxy-harness.ts';
 
 const BEDROCK = 'bedrock-runtime.us-east-1.amazonaws.com';
 const API = 'api.example.test';
@@ -72,6 +73,7 @@ async function startStack(t: Pick<typeof tap, 'teardown' | 'ok'>, ports: { bedro
   writeFileSync(join(dir, 'rules.json'), JSON.stringify(rules));
   writeFileSync(join(dir, 'tokens'), `backend:${ADMIN_TOKEN}\n`);
   const config = loadProxyConfig({
+    ...IN_PROCESS_PROXY_ENV,
     PROXY_PORT: '0', ADMIN_PORT: '0', ADMIN_HOST: '127.0.0.1', POD_NAME: 'ws-e2e-pod', LOG_LEVEL: 'debug',
     RULES_FILE: join(dir, 'rules.json'), RULES_TOKEN_FILE: join(dir, 'tokens'), CREDENTIALS_FILE: join(dir, 'credentials.json'),
     CA_DIR: join(dir, 'shared'), UPSTREAM_CA_FILE: upstreamCaFile,

@@ -13,6 +13,7 @@ import { createMetricsRegistry } from '../../lib/metrics.ts';
 import { listen } from '../../lib/server.ts';
 import { captureLogs, type LogCapture } from '../helpers/log-capture.ts';
 import { closeServer } from '../helpers/listen.ts';
+import { IN_PROCESS_PROXY_ENV } from '../credential-proxy/fixtures/proxy-harness.ts';
 
 export interface TeardownHost {
   teardown(fn: () => unknown): void;
@@ -78,7 +79,7 @@ const loopbackResolver: Resolver = async () => [{ address: '127.0.0.1', family: 
 /** A credential proxy with both listeners on 127.0.0.1:0; `tokens` become its RULES_TOKEN_FILE. */
 export async function startProxy(t: TeardownHost, options: { tokens?: string[]; env?: Record<string, string>; rules?: unknown[]; deps?: Partial<ProxyDeps> } = {}): Promise<RunningProxy> {
   const dir = tempDir(t, 'ws-openapi-proxy-');
-  const env: Record<string, string> = { PROXY_PORT: '0', ADMIN_PORT: '0', ADMIN_HOST: '127.0.0.1', LOG_LEVEL: 'info', ...options.env };
+  const env: Record<string, string> = { PROXY_PORT: '0', ADMIN_PORT: '0', ADMIN_HOST: '127.0.0.1', LOG_LEVEL: 'info', ...IN_PROCESS_PROXY_ENV, ...options.env };
   if (options.tokens) {
     writeFileSync(join(dir, 'tokens'), `${options.tokens.join('\n')}\n`);
     env.RULES_TOKEN_FILE = join(dir, 'tokens');
