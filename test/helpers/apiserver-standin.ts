@@ -32,6 +32,8 @@ export interface ApiServerStandIn {
   collisions: number;
   /** The next N patches find the Pod changed by another writer just before them. */
   concurrentWrites: number;
+  /** UIDs the next created Pods get (the API server's are random). */
+  nextUids: string[];
   /** Changes a Pod as the kubelet or the scheduler would (new resourceVersion, MODIFIED event). */
   update(name: string, change: (pod: Pod) => void): void;
   /** Sends a BOOKMARK to every watch that asked for them. */
@@ -100,6 +102,7 @@ export async function startApiServerStandIn(namespace: string): Promise<ApiServe
     onCreate: undefined,
     collisions: 0,
     concurrentWrites: 0,
+    nextUids: [],
     update(name, change) {
       const pod = pods.get(name);
       if (!pod) throw new Error(`no pod ${name}`);
@@ -157,7 +160,7 @@ export async function startApiServerStandIn(namespace: string): Promise<ApiServe
         return status(res, { code: 409, reason: 'AlreadyExists', message: `pods "${prefix}xxxxx" already exists` });
       }
       const name = pod.metadata.name ?? `${prefix}${randomBytes(3).toString('hex').slice(0, 5)}`;
-      pod.metadata = { ...pod.metadata, name, namespace, uid: randomUUID(), resourceVersion: String(++rv), creationTimestamp: new Date().toISOString() };
+      pod.metadata = { ...pod.metadata, name, namespace, uid: self.nextUids.shift() ?? randomUUID(), resourceVersion: String(++rv), creationTimestamp: new Date().toISOString() };
       delete pod.metadata.generateName;
       pod.status = { phase: 'Pending' };
       pods.set(name, pod);

@@ -13,7 +13,8 @@ import { ANNOTATION_TTL_SECONDS, CONTAINER_WORKSPACE, LABEL_CONVERSATION, LABEL_
 import { createLogger } from '../../lib/log.ts';
 import { createMetricsRegistry } from '../../lib/metrics.ts';
 import { KubernetesBackend } from '../../sdk/kubernetes-backend.ts';
-import { StaticTokenSource } from '../../sdk/tokens.ts';
+import { PodTokenSource, StaticTokenSource } from '../../sdk/tokens.ts';
+import { generatePodTokenKeys } from '../../lib/pod-token.ts';
 import { startAgent } from '../agent/harness.ts';
 import { startApiServerStandIn, type ApiServerStandIn } from '../helpers/apiserver-standin.ts';
 import { captureLogs } from '../helpers/log-capture.ts';
@@ -149,6 +150,39 @@ t.test('Kubernetes backend against an API server stand-in', async (t) => {
     t.equal(api.pods.get(ws.id)!.metadata.labels![LABEL_CONVERSATION], 'conv-3');
     await t.rejects(backend.assign(ws.id, 'conv-4'), { code: 'WS_ERR_INVALID_OPTIONS' }, 'never re-assigned to another conversation');
     await backend.destroy(ws.id, { gracePeriodSeconds: 0 });
+  });
+
+  t.test('per-pod tokens: the backend mints /rules tokens the Pod\'s own proxy accepts', async (t) => {
+    const keys = generatePodTokenKeys();
+    const keyDir = mkdtempSync(join(tmpdir(), 'ws-sdk-k8s-keys-'));
+    t.teardown(() => rmSync(keyDir, { recursive: true, force: true }));
+    writeFileSync(join(keyDir, 'public.pem'), keys.publicKeyPem);
+    const podUid = `uid-${process.pid}`;
+    // The sidecar of that Pod: per-pod tokens only, scope = its UID (the webhook sets both).
+    const sidecar = createProxy(loadProxyConfig({ PROXY_PORT: '0', ADMIN_PORT: '0', ADMIN_HOST: '127.0.0.1', POD_TOKEN_PUBLIC_KEYS_FILE: join(keyDir, 'public.pem'), RULES_SCOPE: podUid, CA_DIR: keyDir }), {
+      logger: createLogger({ name: 'credential-proxy', level: 'warn', destination: captureLogs().destination }),
+      registry: createMetricsRegistry({ program: 'credential-proxy', defaultMetrics: false }),
+    });
+    const sidecarAddr = await sidecar.listen();
+    const minting = new KubernetesBackend({
+      kubeConfig: kubeConfig(api), namespace: NS, owner: 'test-backend', image: 'registry.example/workspace:1',
+      defaultResources: { cpu: '500m', memory: '512Mi' }, maxResources: { cpu: '2', memory: '4Gi' }, readyTimeoutMs: 3_000,
+      tokens: new PodTokenSource(keys.privateKeyPem), agentPort: agent.target.port, adminPort: sidecarAddr.admin.port!,
+    });
+    t.teardown(async () => {
+      await minting.close();
+      await sidecar.close();
+    });
+    autoReady();
+    api.nextUids.push(podUid, 'uid-of-another-pod');
+    const mine = await backend.create(undefined, { wait: false });
+    const other = await backend.create(undefined, { wait: false });
+    becomeReady(api, mine.id);
+    becomeReady(api, other.id);
+    t.match(await minting.setRules(mine.id, [{ id: 'gh', hosts: ['api.github.com'] }]), { rules: [{ id: 'gh' }] }, 'a token minted for this Pod opens its /rules');
+    await t.rejects(minting.setRules(other.id, []), { code: 'WS_ERR_RULES_ERROR', details: { status: 401 } }, 'the token minted for another Pod does not open this proxy');
+    await backend.destroy(mine.id, { gracePeriodSeconds: 0 });
+    await backend.destroy(other.id, { gracePeriodSeconds: 0 });
   });
 
   t.test('typed errors: admission denial, quota, unschedulable, image pull, eviction', async (t) => {
