@@ -142,9 +142,9 @@ export abstract class AgentBackedBackend implements WorkspaceBackend {
     }
   }
 
+  /** With checkAgent (the default) an answering agent is the proof: its container runs; no orchestrator call. */
   async isHealthy(id: string, options: HealthOptions = {}): Promise<boolean> {
-    if (!(await this.runningOf(id))) return false;
-    if (options.checkAgent === false) return true;
+    if (options.checkAgent === false) return this.runningOf(id);
     try {
       return (await (await this.agent(id)).health({ signal: AbortSignal.timeout(5_000) })).status === 'ok';
     } catch {

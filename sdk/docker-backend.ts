@@ -149,6 +149,8 @@ export class DockerBackend extends AgentBackedBackend {
   readonly #podTokens: PodTokenSource;
   readonly #publicKeysFile: string;
   readonly #proxies = new Map<string, ProxyState>();
+  /** Creation-time labels per workspace (immutable in Docker), for claim-time assignment without an inspect. */
+  readonly #created = new Map<string, { labels: Record<string, string>; createdAt: Date }>();
 
   constructor(options: DockerBackendOptions) {
     super();
@@ -243,6 +245,7 @@ export class DockerBackend extends AgentBackedBackend {
         throw e.code === 'WS_ERR_WORKSPACE_GONE' ? new WorkspaceError('WS_ERR_IMAGE_PULL_FAILED', e.message, { cause: e }) : e;
       }
       if (proxyResult.status === 'rejected') throw proxyResult.reason;
+      this.#created.set(id, { labels: { ...labels, [LABEL_UID]: uid }, createdAt });
       const workspace: Workspace = {
         id, uid, backend: 'docker', agent: { socketPath: join(run, 'agent.sock') }, conversationId, labels, createdAt, readyAt: undefined, ttlSeconds: ttl, status: 'starting',
       };
@@ -399,6 +402,7 @@ export class DockerBackend extends AgentBackedBackend {
       throw dockerFailure(err, `workspace ${id}`);
     }
     if (info.Config.Labels?.[LABEL_OWNER] !== this.#o.owner) throw new WorkspaceError('WS_ERR_WORKSPACE_GONE', `workspace ${id} belongs to another backend`);
+    this.#created.set(id, { labels: info.Config.Labels, createdAt: new Date(info.Created) });
     return this.#toWorkspace(id, info.Config.Labels, new Date(info.Created), info.State.Status);
   }
 
@@ -418,7 +422,11 @@ export class DockerBackend extends AgentBackedBackend {
   async assign(id: string, conversationId: string, labels: Record<string, string> = {}): Promise<Workspace> {
     checkConversationId(conversationId);
     checkCallerLabels(labels);
-    const current = await this.get(id);
+    // A container's labels never change: once read (or set at create) they are not asked for again.
+    const created = this.#created.get(id);
+    const current = created && existsSync(this.#dir(id))
+      ? this.#toWorkspace(id, created.labels, created.createdAt, 'running')
+      : await this.get(id);
     if (current.conversationId !== undefined && current.conversationId !== conversationId) {
       throw new WorkspaceError('WS_ERR_INVALID_OPTIONS', `workspace ${id} already belongs to conversation ${current.conversationId}`);
     }
@@ -453,6 +461,7 @@ export class DockerBackend extends AgentBackedBackend {
     await stopProxy(id, dir);
     this.#proxies.delete(id);
     this.#tokens.delete(id);
+    this.#created.delete(id);
     rmSync(dir, { recursive: true, force: true });
   }
 }

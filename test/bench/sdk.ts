@@ -23,7 +23,7 @@ import { BenchRun, machineLine, median, percentile, table, writeSection } from '
 const CLAIMS = Number(process.env.BENCH_CLAIMS ?? 20);
 const CREATES = Number(process.env.BENCH_CREATES ?? 8);
 const EXECS = Number(process.env.BENCH_EXECS ?? 400);
-const BLOCK = 20;
+const WARMUP = 20;
 const POOL_BATCH = 5;
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const bench = new BenchRun('sdk');
@@ -108,21 +108,18 @@ async function measureExec(docker: Docker, image: string): Promise<{ sdk: number
   const sdk: number[] = [];
   const direct: number[] = [];
   try {
-    for (let i = 0; i < BLOCK; i++) {
+    for (let i = 0; i < WARMUP; i++) {
       await backend.exec(ws.id, ['true']);
       await raw.execute({ cmd: ['true'] });
     }
-    for (let i = 0; i < EXECS; i += BLOCK) {
-      for (let j = 0; j < BLOCK; j++) {
-        const t0 = performance.now();
-        await backend.exec(ws.id, ['true']);
-        sdk.push(performance.now() - t0);
-      }
-      for (let j = 0; j < BLOCK; j++) {
-        const t0 = performance.now();
-        await raw.execute({ cmd: ['true'] });
-        direct.push(performance.now() - t0);
-      }
+    // One request per path per round, the order alternating: load falls on both alike.
+    for (let i = 0; i < EXECS; i++) {
+      const paths = [
+        async () => { const t0 = performance.now(); await backend.exec(ws.id, ['true']); sdk.push(performance.now() - t0); },
+        async () => { const t0 = performance.now(); await raw.execute({ cmd: ['true'] }); direct.push(performance.now() - t0); },
+      ];
+      if (i % 2) paths.reverse();
+      for (const p of paths) await p();
     }
   } finally {
     raw.close();
@@ -164,7 +161,7 @@ bench.run(() => withEngine(async () => {
       '',
       table(['path', 'p50', 'p99', 'n'], rows),
       '',
-      `\`exec(["true"])\` round trip over the agent's Unix socket (ms, runc, ${exec.sdk.length} each, interleaved in blocks of ${BLOCK}):`,
+      `\`exec(["true"])\` round trip over the agent's Unix socket (ms, runc, ${exec.sdk.length} rounds of one request per path, order alternating):`,
       '',
       table(['path', 'p50', 'p90', 'p99'], [
         ['agent client directly (floor)', ms(execRaw), ms(percentile(exec.raw, 90)), ms(percentile(exec.raw, 99))],
