@@ -144,7 +144,7 @@ export const PROXY_ENV_HELP: Readonly<Record<keyof ProxyEnv, string>> = {
   POD_NAME: 'pod name written in every audit line',
   LOG_LEVEL: 'fatal|error|warn|info|debug|trace|silent (info)',
   MEMORY_LIMIT_BYTES: 'the sidecar container\'s memory limit (268435456 = 256 MiB); the tunnel cap, the signing budget and shedding (503 above 90% resident) derive from it: set it from the container\'s limits.memory',
-  MAX_TUNNELS: 'open tunnels plus plain-HTTP requests in flight; more get 429 (default: derived from MEMORY_LIMIT_BYTES, 384 at 256 MiB; a set value may only be lower)',
+  MAX_TUNNELS: 'open tunnels plus plain-HTTP requests in flight; more get 429 (default: derived from MEMORY_LIMIT_BYTES, 256 at 256 MiB; a set value may only be lower)',
   IDLE_TIMEOUT_MS: 'close tunnels and connections idle this long (300000)',
   HEADER_TIMEOUT_MS: 'time allowed for a client to send request headers (10000)',
   UPSTREAM_CONNECT_TIMEOUT_MS: 'upstream TCP connect timeout (10000)',
