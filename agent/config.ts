@@ -1,6 +1,7 @@
 // The agent's configuration: environment variables → one validated, frozen object. This is the only
 // module of the agent that reads process.env; it also computes the clean base environment of every
 // command, so nothing else can leak the agent's own variables into a child.
+import { PodTokenVerifier } from '../lib/pod-token.ts';
 import { readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError, deepFreeze, env, pickEnv, problemsFromZod, type ConfigProblem, type DeepReadonly } from '../lib/config.ts';
@@ -28,12 +29,16 @@ export const DEFAULT_CHILD_ENV = Object.freeze([
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-const agentEnvObject = z.object({
+export const agentEnvObject = z.object({
   AGENT_LISTEN_MODE: z.enum(['tcp', 'uds'], { message: 'must be tcp or uds' }).default('tcp'),
   AGENT_HOST: env.string().default('0.0.0.0'),
   AGENT_PORT: env.port().default(PORTS.agent),
   AGENT_SOCKET: env.string().refine((p) => p.startsWith('/'), 'must be an absolute path').default(AGENT_SOCKET_PATH),
   AGENT_TOKEN_FILE: env.string().optional(),
+  /** Public keys that verify per-pod tokens (agent/pod-token-auth.ts); the webhook sets it in the cluster. */
+  AGENT_TOKEN_PUBLIC_KEYS_FILE: env.string().refine((p) => p.startsWith('/'), 'must be an absolute path').optional(),
+  /** This Pod's UID (downward API): only tokens minted for it are accepted. */
+  AGENT_POD_UID: env.string().regex(/^[0-9a-fA-F-]{1,64}$/, 'must be a Pod UID').optional(),
   AGENT_WORKSPACE_ROOT: env.string().refine((p) => p.startsWith('/'), 'must be an absolute path').default(WORKSPACE_ROOT),
   AGENT_MAX_CONCURRENT: env.int(1, 10_000).default(32),
   AGENT_DEFAULT_TIMEOUT_MS: env.int(1, 86_400_000).default(60_000),
@@ -64,6 +69,13 @@ const agentEnvObject = z.object({
 });
 
 export const agentEnvSchema = agentEnvObject.superRefine((c, ctx) => {
+  if ((c.AGENT_TOKEN_PUBLIC_KEYS_FILE === undefined) !== (c.AGENT_POD_UID === undefined)) {
+    const missing = c.AGENT_POD_UID === undefined ? 'AGENT_POD_UID' : 'AGENT_TOKEN_PUBLIC_KEYS_FILE';
+    ctx.addIssue({ code: 'custom', path: [missing], message: 'AGENT_TOKEN_PUBLIC_KEYS_FILE and AGENT_POD_UID go together (per-pod tokens)' });
+  }
+  if (c.AGENT_TOKEN_PUBLIC_KEYS_FILE !== undefined && c.AGENT_TOKEN_FILE !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['AGENT_TOKEN_FILE'], message: 'set either AGENT_TOKEN_FILE (one shared token) or per-pod tokens, not both' });
+  }
   if (c.AGENT_DEFAULT_TIMEOUT_MS > c.AGENT_MAX_TIMEOUT_MS) {
     ctx.addIssue({ code: 'custom', path: ['AGENT_DEFAULT_TIMEOUT_MS'], message: `must be <= AGENT_MAX_TIMEOUT_MS (${c.AGENT_MAX_TIMEOUT_MS})` });
   }
@@ -73,6 +85,8 @@ export interface AgentConfig {
   readonly listen: { readonly mode: 'tcp'; readonly host: string; readonly port: number } | { readonly mode: 'uds'; readonly path: string };
   /** Bearer token required on everything but /health; undefined: no authentication. */
   readonly token: string | undefined;
+  /** Per-pod tokens (the cluster): required on everything but /health; takes the place of `token`. */
+  readonly podToken?: { readonly publicKeysFile: string; readonly podUid: string };
   readonly workspaceRoot: string;
   readonly maxConcurrent: number;
   readonly defaultTimeoutMs: number;
@@ -189,6 +203,13 @@ export function loadAgentConfig(source: Record<string, string | undefined> = pro
     if (typeof read === 'string') token = read;
     else problems.push(read);
   }
+  if (input.AGENT_TOKEN_PUBLIC_KEYS_FILE !== undefined) {
+    try {
+      new PodTokenVerifier(input.AGENT_TOKEN_PUBLIC_KEYS_FILE);
+    } catch (err) {
+      problems.push({ field: 'AGENT_TOKEN_PUBLIC_KEYS_FILE', value: input.AGENT_TOKEN_PUBLIC_KEYS_FILE, message: (err as Error).message });
+    }
+  }
   // Checked even when other settings are wrong, so its problems are listed with theirs.
   const memorySettings = agentEnvObject.pick({ AGENT_MEMORY_LIMIT_BYTES: true, AGENT_OUTPUT_MEMORY_BYTES: true, AGENT_MAX_OUTPUT_BYTES_LIMIT: true, AGENT_MAX_OUTPUT_BYTES: true }).safeParse(input);
   const memory = memorySettings.success ? outputMemory(memorySettings.data, problems) : undefined;
@@ -204,6 +225,8 @@ export function loadAgentConfig(source: Record<string, string | undefined> = pro
       ? Object.freeze({ mode: 'tcp' as const, host: c.AGENT_HOST, port: c.AGENT_PORT })
       : Object.freeze({ mode: 'uds' as const, path: c.AGENT_SOCKET }),
     token,
+    ...(c.AGENT_TOKEN_PUBLIC_KEYS_FILE && c.AGENT_POD_UID
+      ? { podToken: Object.freeze({ publicKeysFile: c.AGENT_TOKEN_PUBLIC_KEYS_FILE, podUid: c.AGENT_POD_UID }) } : {}),
     workspaceRoot: c.AGENT_WORKSPACE_ROOT,
     maxConcurrent: c.AGENT_MAX_CONCURRENT,
     defaultTimeoutMs: c.AGENT_DEFAULT_TIMEOUT_MS,
@@ -233,6 +256,8 @@ export const AGENT_ENV_HELP: readonly (readonly [string, string, string])[] = [
   ['AGENT_PORT', String(PORTS.agent), 'TCP port'],
   ['AGENT_SOCKET', AGENT_SOCKET_PATH, 'Unix socket path (mode 0660; a stale socket is replaced)'],
   ['AGENT_TOKEN_FILE', '(none)', 'file holding the bearer token required on all but /health'],
+  ['AGENT_TOKEN_PUBLIC_KEYS_FILE', '(none)', 'public keys (PEM, several for rotation) of per-pod tokens required on all but /health; set by the webhook'],
+  ['AGENT_POD_UID', '(none)', "this Pod's UID (downward API): only tokens minted for it are accepted"],
   ['AGENT_WORKSPACE_ROOT', WORKSPACE_ROOT, 'default cwd of commands and root of /files'],
   ['AGENT_MAX_CONCURRENT', '32', 'running commands before /execute answers 429'],
   ['AGENT_DEFAULT_TIMEOUT_MS', '60000', 'timeout of a command that names none'],

@@ -16,6 +16,7 @@ import { pidNamespacesAvailable, UNSHARE, UNSHARE_ARGS, type ProcessIsolation } 
 import { FrameEncoder } from './output.ts';
 import { cwdProblem, executeRequestSchema, parseExecuteRequest, planSpawn, type ExecuteRequest, type SpawnPlan } from './request.ts';
 import { fileSystemError, octal, Workspace } from './files.ts';
+import { podTokenAuth } from './pod-token-auth.ts';
 
 export const NDJSON = 'application/x-ndjson';
 export const TAR = 'application/x-tar';
@@ -122,7 +123,14 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
   const isolation = processIsolation(config.processIsolation, logger);
   const execOptions = { killGraceMs: config.killGraceMs, outputDrainMs: config.outputDrainMs, isolation };
 
-  function authorized(req: IncomingMessage): boolean {
+  const podTokenCheck = config.podToken ? podTokenAuth(config.podToken) : undefined;
+
+  async function authorized(req: IncomingMessage): Promise<boolean> {
+    if (podTokenCheck) {
+      const result = await podTokenCheck(req.headers.authorization);
+      if (!result.ok) logger.info({ reason: result.reason }, 'agent token refused');
+      return result.ok;
+    }
     if (!tokenDigest) return true;
     const header = req.headers.authorization;
     const m = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
@@ -351,7 +359,7 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
       });
       return;
     }
-    if (!authorized(req)) {
+    if (!(await authorized(req))) {
       throw new WorkspaceSandboxError('WS_ERR_UNAUTHORIZED', 'a valid bearer token is required');
     }
     if (pathname === AGENT_PATHS.execute) {

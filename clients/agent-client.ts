@@ -132,7 +132,11 @@ export interface AgentClientOptions {
   baseUrl?: string;
   /** The agent's Unix socket (`AGENT_LISTEN_MODE=uds`). */
   socketPath?: string;
-  /** Bearer token (the content of the agent's AGENT_TOKEN_FILE). */
+  /**
+   * Bearer token. In the cluster: a per-pod token the backend mints for this Pod's UID
+   * (`signPodToken(privateKeyPem, { purpose: 'agent', podUid, ttlSeconds })`, lib/pod-token.ts);
+   * elsewhere the content of the agent's AGENT_TOKEN_FILE.
+   */
   token?: string;
   /** Keep connections open between calls (default true). */
   keepAlive?: boolean;

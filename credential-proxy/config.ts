@@ -3,7 +3,8 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { env, parseConfig, pickEnv, readConfigFile, ConfigError, type DeepReadonly } from '../lib/config.ts';
-import { PORTS, PROXY_LOOPBACK_HOST, REDIS_RULES_READER_USER, SHARED_DIR } from '../lib/constants.ts';
+import { MAX_CA_VALIDITY_SECONDS, PORTS, PROXY_LOOPBACK_HOST, REDIS_RULES_READER_USER, SHARED_DIR } from '../lib/constants.ts';
+import { CA_VALIDITY_MS } from './ca.ts';
 import { EMPTY_CATALOG, loadCredentialCatalog, type CredentialCatalog } from './credential-catalog.ts';
 import { rulesFromAllowedDomains, validateRules, RuleSetError, type RuleSpec } from './rules.ts';
 import { DEFAULT_MEMORY_LIMIT_BYTES, memoryBudget, type MemoryBudget } from './memory.ts';
@@ -44,6 +45,10 @@ export const proxyEnvSchema = z.object({
   STATIC_HOSTS: env.list().pipe(z.array(z.string().regex(/^[A-Za-z0-9.-]+=[0-9A-Fa-f:.]+$/, 'each entry must be name=address'))
     .refine((l) => l.every((e) => isIP(e.slice(e.indexOf('=') + 1)) !== 0), 'each address must be an IPv4 or IPv6 literal')).default([]),
   CA_DIR: env.string().default(SHARED_DIR),
+  /** The sidecar's own memory-backed volume: the CA kept there survives a sidecar restart. */
+  PROXY_STATE_DIR: env.string().refine((p) => p.startsWith('/'), 'must be an absolute path').optional(),
+  /** Lifetime of the per-pod CA; the webhook sets the Pod's deadline plus a margin. */
+  CA_VALIDITY_SECONDS: env.int(600, MAX_CA_VALIDITY_SECONDS).default(CA_VALIDITY_MS / 1000),
   UPSTREAM_CA_FILE: env.string().optional(),
   /** The egress gateway (`http://address:port`): every upstream connection goes through it by CONNECT. */
   GATEWAY_URL: env.string().regex(/^http:\/\/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}\/?$/, 'must be http://address:port (the gateway Service address)').optional(),
@@ -137,6 +142,8 @@ export const PROXY_ENV_HELP: Readonly<Record<keyof ProxyEnv, string>> = {
   REDIS_CA_FILE: 'CA bundle that signs the Redis server certificate (rediss://); default: the system trust store',
   STATIC_HOSTS: 'name=address pairs answered without DNS, e.g. api.internal.test=10.1.2.3 (answers are still SSRF-checked)',
   CA_DIR: `where the CA certificate and bundle are written (${SHARED_DIR})`,
+  PROXY_STATE_DIR: 'the sidecar\'s own memory-backed volume; the CA certificate and key kept there are reused after a restart (unset: a new CA per start)',
+  CA_VALIDITY_SECONDS: `lifetime of the per-pod CA (${CA_VALIDITY_MS / 1000}); the webhook sets the Pod's activeDeadlineSeconds plus 1800`,
   UPSTREAM_CA_FILE: 'extra CA bundle trusted for upstream TLS (tests, private CAs)',
   GATEWAY_URL: 'egress gateway, http://address:port: every upstream connection goes through it by CONNECT (unset: direct, e.g. npm start)',
   GATEWAY_TOKEN_FILE: 'projected ServiceAccount token presented to the gateway (required with GATEWAY_URL)',
@@ -144,7 +151,7 @@ export const PROXY_ENV_HELP: Readonly<Record<keyof ProxyEnv, string>> = {
   POD_NAME: 'pod name written in every audit line',
   LOG_LEVEL: 'fatal|error|warn|info|debug|trace|silent (info)',
   MEMORY_LIMIT_BYTES: 'the sidecar container\'s memory limit (268435456 = 256 MiB); the tunnel cap, the signing budget and shedding (503 above 90% resident) derive from it: set it from the container\'s limits.memory',
-  MAX_TUNNELS: 'open tunnels plus plain-HTTP requests in flight; more get 429 (default: derived from MEMORY_LIMIT_BYTES, 384 at 256 MiB; a set value may only be lower)',
+  MAX_TUNNELS: 'open tunnels plus plain-HTTP requests in flight; more get 429 (default: derived from MEMORY_LIMIT_BYTES, 256 at 256 MiB; a set value may only be lower)',
   IDLE_TIMEOUT_MS: 'close tunnels and connections idle this long (300000)',
   HEADER_TIMEOUT_MS: 'time allowed for a client to send request headers (10000)',
   UPSTREAM_CONNECT_TIMEOUT_MS: 'upstream TCP connect timeout (10000)',

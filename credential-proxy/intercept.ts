@@ -25,6 +25,7 @@ import type { AppLogger } from '../lib/log.ts';
 import { createAuditLog, type AuditLog } from './audit.ts';
 import type { CAKeyObjects } from './ca-key.ts';
 import { createPodCA, systemTrustBundle, writeCAFiles, type CAFiles } from './ca.ts';
+import { loadOrCreateCA, type CAOrigin } from './ca-state.ts';
 import type { CredentialSpec } from './credential-spec.ts';
 import { headerCredential, SecretReader } from './credentials.ts';
 import { methodAllowed, pathAllowed, reflectingMethod } from './decide.ts';
@@ -39,6 +40,9 @@ import { GatewayRefusal, type Upstream } from './upstream.ts';
 /** The proxy config fields interception reads (the proxy's config object has them all). */
 export interface InterceptorConfig {
   readonly CA_DIR: string;
+  /** Keeps the CA across sidecar restarts (ca-state.ts). */
+  readonly PROXY_STATE_DIR?: string | undefined;
+  readonly CA_VALIDITY_SECONDS?: number | undefined;
   readonly UPSTREAM_CA_FILE?: string | undefined;
   readonly POD_NAME?: string | undefined;
   /** Largest request body buffered for SigV4 signing; over it → 413. */
@@ -133,10 +137,15 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
   // handshake signature costs a small fraction of an RSA one, so a new intercepted connection is cheap.
   const leafKey = createEcKeyPair();
   const ready = (async () => {
-    ca = await createPodCA({ podName, ...(deps.caKey ? { key: deps.caKey } : {}) });
+    const create = () => createPodCA({
+      podName, ...(deps.caKey ? { key: deps.caKey } : {}), ...(config.CA_VALIDITY_SECONDS ? { validityMs: config.CA_VALIDITY_SECONDS * 1000 } : {}),
+    });
+    let origin: CAOrigin = 'created';
+    if (config.PROXY_STATE_DIR) ({ ca, origin } = await loadOrCreateCA(config.PROXY_STATE_DIR, create));
+    else ca = await create();
     caFiles = await writeCAFiles(config.CA_DIR, ca.certPem, systemBundle, upstreamCaText);
     leaves = new LeafCache({ ca, keyPair: leafKey });
-    logger.info({ caDir: config.CA_DIR, notAfter: ca.notAfter.toISOString() }, 'per-pod CA ready');
+    logger.info({ caDir: config.CA_DIR, notAfter: ca.notAfter.toISOString(), origin }, origin === 'reused' ? 'per-pod CA kept from before a restart' : 'per-pod CA ready');
   })();
   // A failure is reported through `ready` (readiness stays false); don't crash on it here.
   ready.catch((err: unknown) => logger.error({ err }, 'per-pod CA setup failed'));

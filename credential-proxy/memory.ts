@@ -22,12 +22,14 @@ export const DEFAULT_MEMORY_LIMIT_BYTES = 256 * 1024 * 1024;
 export const RESERVE_BYTES = 128 * 1024 * 1024;
 
 /**
- * The most one tunnel can hold whatever its client and upstream do: the download relay's buffers
- * in flight (RELAY_BUFFERS × RELAY_BUFFER_BYTES), the upload pipe (a 64 KiB read plus the upstream
- * socket's 64 KiB write high-water mark), sockets and bookkeeping, and for intercepted tunnels the
- * two TLS connections' record buffers. Checked by test/credential-proxy/memory.test.ts.
+ * The most one tunnel can hold whatever its client and upstream do, as measured (resident set
+ * growth per tunnel, plain tunnels, the proxy as the bin runs it): a client that never reads
+ * ~150 KiB (the download relay's buffers in flight, RELAY_BUFFERS × RELAY_BUFFER_BYTES, plus
+ * sockets and bookkeeping); a client uploading to an upstream that never reads 190-460 KiB (the
+ * upload pipe's read and write queues, ~230 KiB of it Buffers, the rest allocator slack). Checked
+ * by test/credential-proxy/memory.test.ts; figures in docs/security.md.
  */
-export const TUNNEL_WORST_CASE_BYTES = 256 * 1024;
+export const TUNNEL_WORST_CASE_BYTES = 384 * 1024;
 
 /** Share of the memory above the reserve that tunnels may fill; the rest bounds bodies held for signing. */
 export const TUNNEL_SHARE = 0.75;

@@ -128,3 +128,22 @@ export const REDIS_RULES_READER_SECRET = 'workspace-sandbox-redis-rules-reader';
 /** Secret (key `password`) with the writer's password, in `backend` only (the publisher's). */
 export const REDIS_RULES_WRITER_SECRET = 'workspace-sandbox-redis-rules-writer';
 export const REDIS_PASSWORD_KEY = 'password';
+
+/**
+ * The sidecar's own state (its CA key pair, its rule set): a memory-backed volume mounted into the
+ * credential-proxy container alone, so a restarted sidecar keeps the CA the workspace already
+ * trusts and the rules it was given, and nothing of it outlives the Pod.
+ */
+export const SIDECAR_STATE_DIR = '/var/lib/workspace-sandbox';
+/** Where the sidecar mounts the injection config's upstream CA bundle (UPSTREAM_CA_FILE). */
+export const UPSTREAM_CA_DIR = '/etc/workspace-sandbox/upstream-ca';
+/**
+ * Longest per-pod CA the proxy makes (CA_VALIDITY_SECONDS). The webhook sets the Pod's deadline
+ * plus a margin there, so its maximum deadline is bounded by this.
+ */
+export const MAX_CA_VALIDITY_SECONDS = 7 * 24 * 3600;
+/**
+ * The webhook gives the sidecar's CA the Pod's deadline plus this: the CA is made once (kept in the
+ * sidecar's state volume across restarts), and the sidecar starts a little after the Pod.
+ */
+export const CA_VALIDITY_MARGIN_SECONDS = 1800;

@@ -11,6 +11,7 @@ const BENCHES = [
   { name: 'proxy', file: 'test/bench/proxy.ts', peers: ['squid', 'tinyproxy'] },
   { name: 'intercept', file: 'test/bench/intercept.ts', peers: ['mitmdump'] },
   { name: 'sdk', file: 'test/bench/sdk.ts', peers: [] },
+  { name: 'programs', file: 'test/bench/programs.ts', peers: [] },
 ] as const;
 
 const root = fileURLToPath(new URL('../', import.meta.url));

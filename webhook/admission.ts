@@ -116,6 +116,8 @@ export interface ReviewOutcome {
   result: Outcome;
   reason: string;
   patchOps: number;
+  /** The fallback RuntimeClass an injected Pod runs under, when not the configured one. */
+  runtimeFallback?: string;
 }
 
 function isPodRequest(r: AdmissionRequest): boolean {
@@ -149,5 +151,6 @@ export function reviewRequest(request: AdmissionRequest, config: InjectionConfig
     result: patch.length === 0 ? 'unchanged' : 'injected',
     reason: result.warnings.length > 0 ? 'clamped' : '',
     patchOps: patch.length,
+    ...(result.runtimeFallback === undefined || patch.length === 0 ? {} : { runtimeFallback: result.runtimeFallback }),
   };
 }

@@ -10,7 +10,8 @@ import {
   ConfigError, deepFreeze, env, fieldName, parseConfig, pickEnv, problemsFromZod, readConfigFile, type ConfigProblem, type DeepReadonly,
 } from '../lib/config.ts';
 import {
-  GATEWAY_AUDIENCE, PORTS, PRIORITY_CLASS_WORKSPACE, RULES_TOKEN_KEY, RULES_TOKEN_SECRET, RUNTIME_CLASS_GVISOR, RUNTIME_CLASS_RUNC,
+  CA_VALIDITY_MARGIN_SECONDS, GATEWAY_AUDIENCE, MAX_CA_VALIDITY_SECONDS, POD_TOKEN_PUBLIC_KEYS_CONFIGMAP, POD_TOKEN_PUBLIC_KEYS_KEY, PORTS,
+  PRIORITY_CLASS_WORKSPACE, RULES_TOKEN_KEY, RUNTIME_CLASS_GVISOR,
 } from '../lib/constants.ts';
 import { VERSION } from '../lib/version.ts';
 import { isQuantity } from './quantity.ts';
@@ -92,8 +93,12 @@ export const injectionConfigSchema = z.strictObject({
   runtime: z.strictObject({
     /** RuntimeClass set on every Pod; null: none (local clusters without gVisor). */
     runtimeClassName: dnsSubdomain.nullable().default(RUNTIME_CLASS_GVISOR),
-    /** RuntimeClasses the `workspace-sandbox.io/runtime` annotation may select instead. */
-    allowedFallbacks: z.array(dnsSubdomain).default([RUNTIME_CLASS_RUNC]),
+    /**
+     * RuntimeClasses the `workspace-sandbox.io/runtime` annotation may select instead. None by
+     * default: a fallback (runc) exists only where an overlay says so, and every use of it is
+     * visible (status annotation, admission_runtime_fallbacks_total).
+     */
+    allowedFallbacks: z.array(dnsSubdomain).default([]),
   }).prefault({}),
   /** PriorityClass set on every Pod; null: leave the Pod's own. */
   priorityClassName: dnsSubdomain.nullable().default(PRIORITY_CLASS_WORKSPACE),
@@ -101,7 +106,11 @@ export const injectionConfigSchema = z.strictObject({
     default: z.number().int().min(1).default(14_400),
     /** Neither the Pod nor the `workspace-sandbox.io/ttl-seconds` annotation may go above this. */
     max: z.number().int().min(1).default(86_400),
-  }).prefault({}).refine((d) => d.default <= d.max, { message: 'default must be <= max', path: ['default'] }),
+  }).prefault({}).refine((d) => d.default <= d.max, { message: 'default must be <= max', path: ['default'] })
+    // The sidecar's CA must outlive the Pod (CA_VALIDITY_SECONDS = deadline + margin), and the proxy makes none longer.
+    .refine((d) => d.max + CA_VALIDITY_MARGIN_SECONDS <= MAX_CA_VALIDITY_SECONDS, {
+      message: `must leave ${CA_VALIDITY_MARGIN_SECONDS} s under the proxy's longest CA (${MAX_CA_VALIDITY_SECONDS} s)`, path: ['max'],
+    }),
   allowedDomains: z.strictObject({
     /** ALLOWED_DOMAINS of every sidecar. */
     domains: z.array(domain).default([]),
@@ -112,17 +121,30 @@ export const injectionConfigSchema = z.strictObject({
     image: z.string().min(1).default(DEFAULT_PROXY_IMAGE),
     imagePullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).default('IfNotPresent'),
     runAsUser: uid.default(1337),
+    // Under gVisor the host enforces only the Pod's (sandbox's) memory, so this limit and the
+    // workspace's are one budget there; the request covers the proxy's measured RSS inside gVisor
+    // (about 150 MiB) so the scheduler reserves it (docs/operations.md, "Memory under gVisor").
     resources: z.strictObject({ requests: cpuMemory, limits: cpuMemory }).default({
-      requests: { cpu: '100m', memory: '128Mi' },
+      requests: { cpu: '100m', memory: '192Mi' },
       limits: { cpu: '500m', memory: '256Mi' },
     }),
     /** Seconds the sidecar may take to turn ready (its startupProbe) before the kubelet restarts it. */
     startupTimeoutSeconds: z.number().int().min(1).max(3600).default(60),
     /** REDIS_URL of the proxy's shared rules store; null: rules in memory. */
     redisUrl: z.string().regex(/^rediss?:\/\/\S+$/, 'must be a redis:// or rediss:// URL').nullable().default(null),
-    /** Secret holding the /rules bearer token, mounted into the sidecar only; null: none. */
+    /**
+     * Secret holding a static /rules bearer token, mounted into the sidecar only: development
+     * clusters without per-pod tokens. null (the default): /rules takes per-pod tokens (podTokens).
+     */
     rulesTokenSecret: z.strictObject({ secretName: dnsSubdomain, key: z.string().min(1).default(RULES_TOKEN_KEY) })
-      .nullable().default({ secretName: RULES_TOKEN_SECRET, key: RULES_TOKEN_KEY }),
+      .nullable().default(null),
+    /**
+     * A CA bundle (ConfigMap key) the proxy trusts for upstreams besides the system roots: a
+     * corporate API or a TLS-inspecting egress. Mounted into the sidecar alone (UPSTREAM_CA_FILE).
+     */
+    upstreamCaBundle: z.strictObject({ configMapName: dnsSubdomain, key: z.string().min(1).default('ca-bundle.crt') }).nullable().default(null),
+    /** Size of the sidecar's memory-backed state volume (its CA key pair and rule set survive a sidecar restart there). */
+    stateSizeLimit: quantity.default('16Mi'),
     /** Extra plain env of the sidecar (e.g. LOG_LEVEL). */
     env: z.array(z.strictObject({ name: envName, value: z.string() })).default([]),
   }).prefault({}),
@@ -136,8 +158,12 @@ export const injectionConfigSchema = z.strictObject({
     runAsUser: uid.default(1000),
     runAsGroup: uid.default(1000),
     fsGroup: uid.default(1000),
-    /** Capabilities a container may add (after drop ALL); also what is added when it names none. */
-    capabilities: z.array(capability).default(['CHOWN', 'SETUID', 'SETGID', 'DAC_OVERRIDE']),
+    /**
+     * Capabilities a container may add (after drop ALL); also what is added when it names none.
+     * None by default: to a non-root process with allowPrivilegeEscalation false they give nothing
+     * (no ambient capabilities), and any added one fails Pod Security `restricted`.
+     */
+    capabilities: z.array(capability).default([]),
     /** Set on containers that name none; the Pod's own values are kept. */
     resources: z.strictObject({ requests: cpuMemory, limits: cpuMemory }).default({
       requests: { cpu: '500m', memory: '512Mi' },
@@ -150,6 +176,15 @@ export const injectionConfigSchema = z.strictObject({
     workspaceSizeLimit: quantity.default('5Gi'),
     tmpSizeLimit: quantity.default('512Mi'),
   }).prefault({}),
+  /**
+   * Per-pod tokens (lib/pod-token.ts): the ConfigMap of public keys that verify them, mounted
+   * read-only into the workspace (the agent requires a token signed for its own Pod UID) and the
+   * sidecar (/rules). null: no per-pod tokens (local clusters only; the agent is then open).
+   */
+  podTokens: z.strictObject({
+    publicKeysConfigMap: dnsSubdomain.default(POD_TOKEN_PUBLIC_KEYS_CONFIGMAP),
+    key: z.string().min(1).default(POD_TOKEN_PUBLIC_KEYS_KEY),
+  }).nullable().default({ publicKeysConfigMap: POD_TOKEN_PUBLIC_KEYS_CONFIGMAP, key: POD_TOKEN_PUBLIC_KEYS_KEY }),
   credentials: z.strictObject({
     /** Env names that carry cloud credentials: moved from workspace containers to the sidecar. */
     moveEnv: z.array(envName).default([
@@ -201,6 +236,13 @@ function crossCheck(c: InjectionConfig): ConfigProblem[] {
   const moved = new Set(c.credentials.moveEnv);
   for (const [i, name] of c.credentials.copyEnv.entries()) {
     if (moved.has(name)) problems.push({ field: `credentials.copyEnv[${i}]`, value: name, message: 'is also in credentials.moveEnv' });
+  }
+  // The proxy refuses a static /rules token next to per-pod ones, and Redis rule sets without the keys that verify them.
+  if (c.sidecar.rulesTokenSecret !== null && c.podTokens !== null) {
+    problems.push({ field: 'sidecar.rulesTokenSecret', value: c.sidecar.rulesTokenSecret, message: 'is for clusters without per-pod tokens: set podTokens to null, or this to null' });
+  }
+  if (c.sidecar.redisUrl !== null && c.podTokens === null) {
+    problems.push({ field: 'sidecar.redisUrl', value: c.sidecar.redisUrl, message: 'needs podTokens: the proxy uses rule sets from Redis only when their signature verifies' });
   }
   if (c.runtime.runtimeClassName !== null && c.runtime.allowedFallbacks.includes(c.runtime.runtimeClassName)) {
     problems.push({ field: 'runtime.allowedFallbacks', value: c.runtime.allowedFallbacks, message: 'must not repeat runtime.runtimeClassName' });

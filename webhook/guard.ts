@@ -9,7 +9,7 @@
 // relabelled; one that changes the spec (an image, an ephemeral container) must comply with the
 // current config.
 import { stringify } from 'yaml';
-import { LABEL_INJECTION, LABEL_INJECTION_ENABLED, PROXY_URL } from '../lib/constants.ts';
+import { LABEL_INJECTION, LABEL_INJECTION_ENABLED, POD_TOKEN_PUBLIC_KEYS_DIR, PROXY_URL } from '../lib/constants.ts';
 import type { InjectionConfig } from './config.ts';
 import { noProxyOf } from './inject.ts';
 import { GUARD_RULES, GUARD_VARIABLES, type GuardParams, type GuardRuleId } from './rules.ts';
@@ -33,6 +33,7 @@ export function guardParams(config: InjectionConfig): GuardParams {
     maxDeadlineSeconds: config.activeDeadlineSeconds.max,
     exactDomains: config.allowedDomains.allowAnnotation ? undefined : domains.join(','),
     domains,
+    agentPublicKeysFile: config.podTokens ? `${POD_TOKEN_PUBLIC_KEYS_DIR}/${config.podTokens.key}` : undefined,
   };
 }
 

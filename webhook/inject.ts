@@ -14,7 +14,8 @@
 // and after a webhook's patch the built-in mutating plugins run again; see DELIVERED below.
 import {
   ANNOTATION_ALLOWED_DOMAINS, ANNOTATION_RUNTIME, ANNOTATION_STATUS, ANNOTATION_TTL_SECONDS, CA_BUNDLE_FILE, CA_CERT_FILE,
-  CONTAINER_PROXY, GATEWAY_TOKEN_DIR, LABEL_WORKSPACE, PORTS, PROXY_ADMIN_PATHS, AGENT_PATHS, PROXY_URL, SHARED_DIR, WORKSPACE_ROOT,
+  CA_VALIDITY_MARGIN_SECONDS, CONTAINER_PROXY, GATEWAY_TOKEN_DIR, LABEL_WORKSPACE, POD_TOKEN_PUBLIC_KEYS_DIR, PORTS, PROXY_ADMIN_PATHS, AGENT_PATHS,
+  PROXY_ENV, PROXY_URL, SHARED_DIR, SIDECAR_STATE_DIR, UPSTREAM_CA_DIR, WORKSPACE_ROOT,
 } from '../lib/constants.ts';
 import { VERSION } from '../lib/version.ts';
 import { configHash, DOMAIN_PATTERN, type InjectionConfig } from './config.ts';
@@ -24,7 +25,8 @@ import { checkPodShape, isObject, type Json } from './shape.ts';
 export type { Json } from './shape.ts';
 
 import {
-  checkContainer, checkPod, containerPaths, KUBE_API_ACCESS_PREFIX, SIDECAR_ONLY_VOLUMES, RESERVED_VOLUMES, VOLUME_GATEWAY_TOKEN, VOLUME_RULES_TOKEN, VOLUME_SHARED, VOLUME_TMP, VOLUME_WORKSPACE, Violations, type Violation,
+  checkContainer, checkPod, containerPaths, KUBE_API_ACCESS_PREFIX, SIDECAR_ONLY_VOLUMES, RESERVED_VOLUMES, VOLUME_GATEWAY_TOKEN, VOLUME_POD_TOKEN_KEYS,
+  VOLUME_RULES_TOKEN, VOLUME_SHARED, VOLUME_SIDECAR_STATE, VOLUME_TMP, VOLUME_UPSTREAM_CA, VOLUME_WORKSPACE, Violations, type Violation,
 } from './rules.ts';
 
 export {
@@ -46,6 +48,8 @@ export interface Injected {
   notes: string[];
   /** Set when the Pod was left alone on purpose (e.g. a namespace this webhook does not serve). */
   skipped?: string;
+  /** Set when the Pod runs under a fallback RuntimeClass (counted by the webhook's metrics). */
+  runtimeFallback?: string;
 }
 
 export interface Denied {
@@ -79,6 +83,8 @@ export interface InjectionStatus {
   containers: string[];
   volumes: string[];
   credentials: string[];
+  /** The fallback RuntimeClass the runtime annotation selected instead of the config's (runc instead of gVisor). */
+  runtimeFallback?: string;
 }
 
 export function readStatus(pod: unknown): Partial<InjectionStatus> | undefined {
@@ -103,6 +109,10 @@ const normCap = (c: string): string => c.toUpperCase().replace(/^CAP_/, '');
 
 function envValue(name: string, value: string): Json {
   return { name, value };
+}
+
+function setFieldEnv(container: Json, name: string, fieldPath: string): void {
+  container.env = [...(container.env as Json[]).filter((e) => e.name !== name), fieldEnv(name, fieldPath)];
 }
 
 function fieldEnv(name: string, fieldPath: string): Json {
@@ -246,7 +256,10 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
       ['CURL_CA_BUNDLE', `${SHARED_DIR}/${CA_BUNDLE_FILE}`], ['AWS_CA_BUNDLE', `${SHARED_DIR}/${CA_BUNDLE_FILE}`],
       ['GIT_SSL_CAINFO', `${SHARED_DIR}/${CA_BUNDLE_FILE}`], ['NODE_EXTRA_CA_CERTS', `${SHARED_DIR}/${CA_CERT_FILE}`],
       ...(isWorkspace ? [['AGENT_LISTEN_MODE', 'tcp'], ['AGENT_PORT', String(PORTS.agent)]] : []),
+      ...(isWorkspace && config.podTokens ? [['AGENT_TOKEN_PUBLIC_KEYS_FILE', `${POD_TOKEN_PUBLIC_KEYS_DIR}/${config.podTokens.key}`]] : []),
     ] as const) setEnv(c, name, value);
+    // The agent accepts only tokens minted for its own Pod UID.
+    if (isWorkspace && config.podTokens) setFieldEnv(c, 'AGENT_POD_UID', 'metadata.uid');
 
     // Mounts: credential tokens move, the shared dir (read-only) and scratch space come in.
     const mounts: Json[] = [];
@@ -265,6 +278,7 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
       mounts.push({ name: VOLUME_TMP, mountPath: TMP_DIR });
       usesTmp = true;
     }
+    if (isWorkspace && config.podTokens) mounts.push({ name: VOLUME_POD_TOKEN_KEYS, mountPath: POD_TOKEN_PUBLIC_KEYS_DIR, readOnly: true });
     if (isWorkspace && !mountedAt(WORKSPACE_ROOT)) {
       mounts.push({ name: VOLUME_WORKSPACE, mountPath: WORKSPACE_ROOT });
       usesWorkspaceVolume = true;
@@ -287,7 +301,9 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
   const runtimeChange = decideRuntime(ctx, spec, wantedRuntime, status);
 
   // --- 6. The sidecar. ---------------------------------------------------------------------------
+  const deadline = applyDeadline(ctx, spec, ttl, status, config);
   const sidecar = renderSidecar(ctx, config, {
+    podDeadlineSeconds: spec.activeDeadlineSeconds as number,
     domains: [...new Set([...config.allowedDomains.domains, ...extraDomains])],
     copied: [...copied.values()],
     moved: [...moved.values()],
@@ -310,6 +326,11 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
   // The gateway token is the pod's way out: projected for the sidecar alone (no other container mounts it).
   const gw = config.gateway;
   if (gw) added.push({ name: VOLUME_GATEWAY_TOKEN, projected: { defaultMode: 0o440, sources: [{ serviceAccountToken: { audience: gw.audience, expirationSeconds: gw.expirationSeconds, path: 'token' } }] } });
+  added.push({ name: VOLUME_SIDECAR_STATE, emptyDir: { medium: 'Memory', sizeLimit: config.sidecar.stateSizeLimit } });
+  const keys = config.podTokens;
+  if (keys) added.push({ name: VOLUME_POD_TOKEN_KEYS, configMap: { name: keys.publicKeysConfigMap, items: [{ key: keys.key, path: keys.key }], defaultMode: 0o644 } });
+  const upstreamCa = config.sidecar.upstreamCaBundle;
+  if (upstreamCa) added.push({ name: VOLUME_UPSTREAM_CA, configMap: { name: upstreamCa.configMapName, items: [{ key: upstreamCa.key, path: upstreamCa.key }], defaultMode: 0o644 } });
   spec.volumes = [...volumes, ...added];
 
   if (runtimeChange !== undefined) {
@@ -329,7 +350,6 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
     delete spec.preemptionPolicy;
     ctx.notes.push(`priorityClassName set to ${config.priorityClassName}`);
   }
-  const deadline = applyDeadline(ctx, spec, ttl, status, config);
   spec.automountServiceAccountToken = false;
   // The API server defaults this to true; service env vars would tell the workspace about every Service.
   spec.enableServiceLinks = false;
@@ -348,8 +368,13 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
     volumes: added.map((v) => v.name as string),
     credentials: [...moved.keys(), ...movedMounts.keys()],
   };
+  const runtimeFallback = wantedRuntime !== null && wantedRuntime !== config.runtime.runtimeClassName ? wantedRuntime : undefined;
+  if (runtimeFallback !== undefined) {
+    finalStatus.runtimeFallback = runtimeFallback;
+    ctx.warnings.push(`this Pod runs under the fallback RuntimeClass ${runtimeFallback}, not ${config.runtime.runtimeClassName ?? '(none)'}`);
+  }
   metadata.annotations = { ...annotations, [ANNOTATION_STATUS]: JSON.stringify(finalStatus) };
-  return { pod, warnings: ctx.warnings, notes: ctx.notes };
+  return { pod, warnings: ctx.warnings, notes: ctx.notes, ...(runtimeFallback === undefined ? {} : { runtimeFallback }) };
 }
 
 /**
@@ -422,7 +447,8 @@ function hardenContainer(c: Json, podSc: Json, config: InjectionConfig): void {
   const caps = (sc.capabilities = isObject(sc.capabilities) ? { ...sc.capabilities } : {}) as Json;
   if (!Array.isArray(caps.drop)) caps.drop = ['ALL'];
   else if (!(caps.drop as string[]).some((d) => normCap(d) === 'ALL')) caps.drop = [...(caps.drop as string[]), 'ALL'];
-  if (!Array.isArray(caps.add)) caps.add = [...config.workspace.capabilities];
+  // An empty list is not written: the API server drops it (omitempty) and a reinvocation would add it back.
+  if (!Array.isArray(caps.add) && config.workspace.capabilities.length > 0) caps.add = [...config.workspace.capabilities];
   inheritOrDefault(sc, podSc, 'seccompProfile', { type: 'RuntimeDefault' });
 }
 
@@ -527,6 +553,7 @@ function parseDomainsAnnotation(ctx: Context, annotations: Record<string, string
 }
 
 interface SidecarInputs {
+  podDeadlineSeconds: number;
   domains: string[];
   copied: Json[];
   moved: Json[];
@@ -536,12 +563,22 @@ interface SidecarInputs {
 function renderSidecar(ctx: Context, config: InjectionConfig, inputs: SidecarInputs): Json {
   const sc = config.sidecar;
   const env: Json[] = [
-    envValue('ALLOWED_DOMAINS', inputs.domains.join(',')),
+    // An empty value is left out: the API server drops empty strings (omitempty), so writing one
+    // would make every reinvocation add it back.
+    ...(inputs.domains.length > 0 ? [envValue('ALLOWED_DOMAINS', inputs.domains.join(','))] : []),
     fieldEnv('POD_NAME', 'metadata.name'),
     fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
     fieldEnv('POD_UID', 'metadata.uid'),
+    // The pod's rule set and its per-pod /rules tokens are keyed by the Pod UID.
+    fieldEnv('RULES_SCOPE', 'metadata.uid'),
+    // The sidecar's own state volume: its CA and its rule sets survive a sidecar restart there.
+    envValue('PROXY_STATE_DIR', SIDECAR_STATE_DIR),
+    envValue(PROXY_ENV.rulesStateDir, SIDECAR_STATE_DIR),
+    envValue('CA_VALIDITY_SECONDS', String(inputs.podDeadlineSeconds + CA_VALIDITY_MARGIN_SECONDS)),
   ];
-  if (sc.redisUrl !== null) env.push(envValue('REDIS_URL', sc.redisUrl), fieldEnv('RULES_SCOPE', 'metadata.uid'));
+  if (config.podTokens) env.push(envValue(PROXY_ENV.podTokenPublicKeysFile, `${POD_TOKEN_PUBLIC_KEYS_DIR}/${config.podTokens.key}`));
+  if (sc.redisUrl !== null) env.push(envValue('REDIS_URL', sc.redisUrl));
+  if (sc.upstreamCaBundle) env.push(envValue('UPSTREAM_CA_FILE', `${UPSTREAM_CA_DIR}/${sc.upstreamCaBundle.key}`));
   if (sc.rulesTokenSecret) env.push(envValue('RULES_TOKEN_FILE', `${RULES_TOKEN_DIR}/${sc.rulesTokenSecret.key}`));
   if (config.gateway) env.push(envValue('GATEWAY_URL', config.gateway.url), envValue('GATEWAY_TOKEN_FILE', `${GATEWAY_TOKEN_DIR}/token`));
   const names = new Set(env.map((e) => e.name));
@@ -550,9 +587,11 @@ function renderSidecar(ctx: Context, config: InjectionConfig, inputs: SidecarInp
     names.add(e.name);
     env.push(JSON.parse(JSON.stringify(e)) as Json); // a copy: the Pod must not share objects between containers
   }
-  const mounts: Json[] = [{ name: VOLUME_SHARED, mountPath: SHARED_DIR }];
+  const mounts: Json[] = [{ name: VOLUME_SHARED, mountPath: SHARED_DIR }, { name: VOLUME_SIDECAR_STATE, mountPath: SIDECAR_STATE_DIR }];
   if (sc.rulesTokenSecret) mounts.push({ name: VOLUME_RULES_TOKEN, mountPath: RULES_TOKEN_DIR, readOnly: true });
   if (config.gateway) mounts.push({ name: VOLUME_GATEWAY_TOKEN, mountPath: GATEWAY_TOKEN_DIR, readOnly: true });
+  if (config.podTokens) mounts.push({ name: VOLUME_POD_TOKEN_KEYS, mountPath: POD_TOKEN_PUBLIC_KEYS_DIR, readOnly: true });
+  if (sc.upstreamCaBundle) mounts.push({ name: VOLUME_UPSTREAM_CA, mountPath: UPSTREAM_CA_DIR, readOnly: true });
   for (const m of inputs.movedMounts) {
     if (mounts.some((x) => normPath(x.mountPath as string) === normPath(m.mountPath as string))) {
       ctx.deny(`volumeMounts[${JSON.stringify(m.name)}].mountPath`, 'reserved-path', `${m.mountPath} is used by the credential proxy`);

@@ -7,6 +7,7 @@ export interface WebhookMetrics {
   configReloads: Counter<'result'>;
   tlsExpiry: Gauge;
   configInfo: Gauge<'hash'>;
+  runtimeFallbacks: Counter<'runtime_class'>;
 }
 
 export function createWebhookMetrics(registry: Registry): WebhookMetrics {
@@ -34,6 +35,12 @@ export function createWebhookMetrics(registry: Registry): WebhookMetrics {
     tlsExpiry: new Gauge({
       name: 'tls_certificate_expiry_timestamp_seconds',
       help: 'notAfter of the serving certificate, Unix seconds',
+      registers: [registry],
+    }),
+    runtimeFallbacks: new Counter({
+      name: 'admission_runtime_fallbacks_total',
+      help: 'Pods injected to run under a fallback RuntimeClass (the runtime annotation) instead of the configured one',
+      labelNames: ['runtime_class'] as const,
       registers: [registry],
     }),
     configInfo: new Gauge({

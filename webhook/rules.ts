@@ -53,6 +53,8 @@ export interface GuardParams {
   /** The sidecar's ALLOWED_DOMAINS must be exactly this; undefined: it may add to `domains` (annotation allowed). */
   exactDomains: string | undefined;
   domains: string[];
+  /** AGENT_TOKEN_PUBLIC_KEYS_FILE the workspace container must have; undefined: per-pod tokens off. */
+  agentPublicKeysFile: string | undefined;
 }
 
 interface GuardRule {
@@ -143,6 +145,14 @@ export const GUARD_RULES = {
   'no-workspace-container': {
     cel: (p) => `object.spec.containers.exists(c, c.name == ${q(p.workspaceContainerName)}) || size(object.spec.containers) == 1`,
     message: (p) => `spec.containers must have a container named ${p.workspaceContainerName} (or only one container)`,
+  },
+  'agent-auth': {
+    cel: (p) => (p.agentPublicKeysFile === undefined ? 'true'
+      : `object.spec.containers.filter(c, c.name == ${q(p.workspaceContainerName)} || size(object.spec.containers) == 1).all(c, `
+        + `(${envIs('c', 'AGENT_TOKEN_PUBLIC_KEYS_FILE', p.agentPublicKeysFile)}) && c.env.exists(e, e.name == 'AGENT_POD_UID')`
+        + ` && c.env.all(e, e.name != 'AGENT_POD_UID' || (${has('e.valueFrom.fieldRef.fieldPath')} && e.valueFrom.fieldRef.fieldPath == 'metadata.uid')))`),
+    message: (p) => (p.agentPublicKeysFile === undefined ? 'per-pod agent tokens are off in this injection config'
+      : `spec.containers[workspace].env: AGENT_TOKEN_PUBLIC_KEYS_FILE must be ${p.agentPublicKeysFile} and AGENT_POD_UID the Pod's metadata.uid (the agent requires per-pod tokens)`),
   },
   'proxy-env': {
     cel: (p) => `variables.appContainers.all(c, ${['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].map((n) => envIs('c', n, p.proxyUrl))

@@ -31,7 +31,7 @@ export const MAX_REQUEST_BYTES = 7 * 1024 * 1024;
 /** Message of the one log line written per review, and its fields. */
 export const LOG_REVIEW = 'admission review';
 export const LOG_FIELDS = Object.freeze({
-  uid: 'uid', namespace: 'namespace', name: 'name', generateName: 'generateName', operation: 'operation',
+  uid: 'uid', namespace: 'namespace', pod: 'pod', generateName: 'generateName', operation: 'operation',
   dryRun: 'dryRun', result: 'result', reason: 'reason', patchOps: 'patchOps', warnings: 'warnings', durationMs: 'durationMs', status: 'status',
 });
 
@@ -162,7 +162,8 @@ export function createWebhookServer(options: WebhookServerOptions): WebhookServe
     logger.info({
       [LOG_FIELDS.uid]: response.uid,
       [LOG_FIELDS.namespace]: r?.namespace,
-      [LOG_FIELDS.name]: r?.name || obj?.name || undefined,
+      // Not `name`: the logger's own name ("webhook") is that key, and a line must not carry it twice.
+      [LOG_FIELDS.pod]: r?.name || obj?.name || undefined,
       [LOG_FIELDS.generateName]: obj?.generateName || undefined,
       [LOG_FIELDS.operation]: operation,
       [LOG_FIELDS.dryRun]: r?.dryRun === true,
@@ -208,6 +209,7 @@ export function createWebhookServer(options: WebhookServerOptions): WebhookServe
       if (!decoded.ok) return finish(res, started, 400, erroredResponse(decoded.uid, 400, decoded.message), { result: 'error', reason: 'bad-review', patchOps: 0 });
       if (baseline) return finish(res, started, 200, { uid: decoded.request.uid, allowed: true }, { request: decoded.request, result: 'unchanged', reason: 'baseline', patchOps: 0 });
       const outcome = reviewRequest(decoded.request, injection);
+      if (outcome.runtimeFallback !== undefined && decoded.request.dryRun !== true) metrics.runtimeFallbacks.inc({ runtime_class: outcome.runtimeFallback });
       finish(res, started, 200, outcome.response, { request: decoded.request, result: outcome.result, reason: outcome.reason, patchOps: outcome.patchOps });
     } catch (err) {
       // A bug, not a bad request: answer with a reason (the API server applies failurePolicy).

@@ -18,6 +18,7 @@ import { createEcKeyPair } from '../../lib/certs.ts';
 import { createPodCA } from '../../credential-proxy/ca.ts';
 import { LeafCache } from '../../credential-proxy/leaf-cache.ts';
 import { makeTestPki } from '../helpers/tls.ts';
+import { bundleProgram, DEFAULT_BUNDLE_DIR } from '../../scripts/bundle.ts';
 import { machineLine, median, percentile, table, writeSection } from './results.ts';
 import { freePort } from '../helpers/listen.ts';
 
@@ -129,15 +130,9 @@ interface Started {
   msToReady: number;
 }
 
-/**
- * What production runs: the compiled package (`npm run build` → dist/, `node dist/bin/workspace-sandbox.js`),
- * so start-up is not charged for type stripping. Falls back to the TypeScript entry point when the
- * build produced nothing.
- */
-function productionEntry(): string {
-  spawnSync(join(ROOT, 'node_modules/.bin/tsc'), ['-p', join(ROOT, 'tsconfig.build.json')], { encoding: 'utf8' });
-  const out = join(ROOT, 'dist/bin/workspace-sandbox.js');
-  return existsSync(out) ? out : join(ROOT, 'bin/workspace-sandbox.ts');
+/** What the image runs: the proxy's bundle (`npm run build:bundles`), so start-up is not charged for type stripping. */
+function productionEntry(): Promise<string> {
+  return bundleProgram('proxy', join(DEFAULT_BUNDLE_DIR, 'proxy'));
 }
 
 /** Starts `workspace-sandbox proxy` and times spawn → first /readyz 200. */
@@ -208,7 +203,7 @@ async function main(): Promise<void> {
   }
 
   // Proxy start → /readyz 200 (Node start, module load, CA key + certificate + files).
-  const entry = productionEntry();
+  const entry = await productionEntry();
   const starts: number[] = [];
   const listening: number[] = [];
   const startCpu: number[] = [];
@@ -302,7 +297,7 @@ async function main(): Promise<void> {
     '',
     table(['this proxy', 'figure', 'target', ''], targets),
     '',
-    `Start-up runs ${entry.endsWith('.js') ? '`node dist/bin/workspace-sandbox.js proxy` (the `npm run build` output), as the image does' : 'the TypeScript sources (the build produced nothing)'}. `
+    'Start-up runs `node dist/bundle/proxy/workspace-sandbox.mjs proxy` (the `npm run build:bundles` output), as the image does. '
       + 'Leaves use one ECDSA P-256 key per process (signed by the RSA-2048 pod CA): the handshake signature is far cheaper than RSA\'s. '
       + 'Upstream connections are kept alive and reused; mitmproxy opens one per client connection.',
   ].join('\n');

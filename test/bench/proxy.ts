@@ -5,13 +5,13 @@
 // proxy's CPU seconds per GiB (user+system from /proc); then this proxy's RSS idle and with
 // BENCH_OPEN open tunnels. Every process is a child on loopback ports picked at run time.
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect } from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import { createDevPair } from '../../lib/certs.ts';
+import { bundleProgram, DEFAULT_BUNDLE_DIR } from '../../scripts/bundle.ts';
 import { BenchRun, machineLine, median, percentile, table, writeSection } from './results.ts';
 import { freePort } from '../helpers/listen.ts';
 import { RESERVE_BYTES, TUNNEL_SHARE, TUNNEL_WORST_CASE_BYTES } from '../../credential-proxy/memory.ts';
@@ -21,15 +21,7 @@ const SIZE_GIB = Number(process.env.BENCH_GIB ?? 1);
 const TUNNELS = Number(process.env.BENCH_TUNNELS ?? 300);
 const OPEN = Number(process.env.BENCH_OPEN ?? 1000);
 const HOST = 'localhost';
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
-/** `npm run build` (tsc → dist/), as the image is built; type errors elsewhere do not stop the emit. */
-function buildDist(): string {
-  spawnSync(join(ROOT, 'node_modules/.bin/tsc'), ['-p', join(ROOT, 'tsconfig.build.json')], { encoding: 'utf8' });
-  const entry = join(ROOT, 'dist/bin/workspace-sandbox.js');
-  if (!existsSync(entry)) throw new Error('npm run build produced no dist/bin/workspace-sandbox.js');
-  return entry;
-}
 const bench = new BenchRun('proxy');
 const dir = bench.dir;
 chmodSync(dir, 0o777); // squid drops privileges and writes its log and pid here
@@ -162,9 +154,9 @@ async function main(): Promise<void> {
   const ours = await freePort();
   const oursAdmin = await freePort();
   writeFileSync(join(dir, 'rules.json'), JSON.stringify([{ id: 'bench', hosts: [HOST], ports: [upstreamPort], allowPrivate: true }]));
-  // Run what the image runs: the compiled package (`npm run build` → dist/), not TypeScript stripped
-  // at load (which costs ~35 MB of RSS), nor a bundle (which loads differently).
-  const bundle = buildDist();
+  // Run what the image runs: the proxy's bundle (`npm run build:bundles`), not TypeScript stripped
+  // at load (which costs ~35 MB of RSS).
+  const bundle = await bundleProgram('proxy', join(DEFAULT_BUNDLE_DIR, 'proxy'));
   const proxy = start(process.execPath, [bundle, 'proxy'], {
     PROXY_PORT: String(ours), ADMIN_PORT: String(oursAdmin), ADMIN_HOST: '127.0.0.1', RULES_FILE: join(dir, 'rules.json'),
     // The open-tunnels run needs a memory limit whose derived cap holds OPEN tunnels (the bench
@@ -248,7 +240,7 @@ async function main(): Promise<void> {
     '',
     table(['path', 'new tunnel p50 (ms)', 'p99 (ms)', 'p50 overhead (ms)', 'download (MB/s)', 'proxy CPU-s/GiB'], rows),
     '',
-    `Memory (this proxy, RSS, \`node dist/bin/workspace-sandbox.js proxy\` as the image runs it): idle ${idle.toFixed(1)} MiB before any traffic; ${afterRuns.toFixed(1)} MiB after the runs; with ${OPEN} open tunnels ${loaded.toFixed(1)} MiB.`,
+    `Memory (this proxy, RSS, \`node dist/bundle/proxy/workspace-sandbox.mjs proxy\` as the image runs it): idle ${idle.toFixed(1)} MiB before any traffic; ${afterRuns.toFixed(1)} MiB after the runs; with ${OPEN} open tunnels ${loaded.toFixed(1)} MiB.`,
     '',
     'Targets: ' + targets.join('; ') + '.',
   ].join('\n'));

@@ -61,14 +61,14 @@ t.test('the tunnel cap and the signing budget derive from MEMORY_LIMIT_BYTES; a 
   const config = loadProxyConfig({});
   t.equal(config.MEMORY_LIMIT_BYTES, 256 * MiB, 'default: the sidecar limit');
   t.equal(config.memory.maxTunnels, maxTunnelsFor(256 * MiB));
-  t.equal(config.memory.maxTunnels, 384, '384 tunnels at 256 MiB');
+  t.equal(config.memory.maxTunnels, 256, '256 tunnels at 256 MiB');
   t.ok(config.memory.maxTunnels * TUNNEL_WORST_CASE_BYTES + config.memory.signingBudgetBytes <= 256 * MiB - 128 * MiB, 'tunnels and signing fit above the reserve');
   t.ok(config.SIGNING_BODY_CAP_BYTES <= config.memory.signingBudgetBytes);
-  t.equal(loadProxyConfig({ MEMORY_LIMIT_BYTES: String(1024 * MiB) }).memory.maxTunnels, 2688, 'more memory, more tunnels');
+  t.equal(loadProxyConfig({ MEMORY_LIMIT_BYTES: String(1024 * MiB) }).memory.maxTunnels, 1792, 'more memory, more tunnels');
   t.equal(loadProxyConfig({ MAX_TUNNELS: '10' }).memory.maxTunnels, 10, 'a lower cap is kept');
   const tooMany = (() => { try { loadProxyConfig({ MAX_TUNNELS: '4096' }); } catch (err) { return err; } })();
   t.ok(tooMany instanceof ConfigError);
-  t.match((tooMany as ConfigError).message, /MAX_TUNNELS.*at most 384 with MEMORY_LIMIT_BYTES=268435456/s);
+  t.match((tooMany as ConfigError).message, /MAX_TUNNELS.*at most 256 with MEMORY_LIMIT_BYTES=268435456/s);
   const bigBodies = (() => { try { loadProxyConfig({ SIGNING_BODY_CAP_BYTES: String(64 * MiB) }); } catch (err) { return err; } })();
   t.match((bigBodies as ConfigError).message, /SIGNING_BODY_CAP_BYTES.*at most/s);
   t.throws(() => memoryBudget(100 * MiB), /reserve/);

@@ -22,6 +22,7 @@ import { createUpstream, gatewayEndpoint } from '../../credential-proxy/upstream
 import { captureLogs } from '../helpers/log-capture.ts';
 import { listenLocal, closeServer } from '../helpers/listen.ts';
 import { makeTestPki } from '../helpers/tls.ts';
+import { IN_PROCESS_PROXY_ENV } from '../credential-proxy/fixtures/proxy-harness.ts';
 import { startGateway } from './harness.ts';
 
 const run = promisify(execFile);
@@ -56,6 +57,7 @@ t.test('every kind of upstream connection goes through the gateway with the pod\
     credentials: { api: { hosts: ['secret.lab.test'], type: 'header', header: 'authorization', value: { env: 'API_SECRET' }, format: 'Bearer {value}' } },
   }));
   const config = loadProxyConfig({
+    ...IN_PROCESS_PROXY_ENV,
     PROXY_PORT: '0', ADMIN_PORT: '0', ADMIN_HOST: '127.0.0.1', POD_NAME: 'pod-a', RULES_FILE: join(dir, 'rules.json'), CREDENTIALS_FILE: join(dir, 'credentials.json'),
     CA_DIR: join(dir, 'shared'), UPSTREAM_CA_FILE: join(dir, 'upstream-ca.pem'),
     GATEWAY_URL: `http://127.0.0.1:${g.port}`, GATEWAY_TOKEN_FILE: tokenFile,

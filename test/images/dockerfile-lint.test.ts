@@ -1,91 +1,82 @@
-// Static checks of Dockerfile.webhook, Dockerfile.proxy and .dockerignore (no Docker engine here):
-// the generic rules (pinned FROM, numeric non-root USER, no ADD <url>, no secrets in ENV/ARG,
-// exec-form CMD/ENTRYPOINT) and what these images promise (ports, labels, the Node the tests run
-// on, every compiled source in the build context).
+// Static checks of the program images' Dockerfiles and .dockerignore (test/images/images.test.ts
+// builds and runs them on a real engine): the generic rules (pinned FROM, numeric non-root USER, no
+// ADD <url>, no secrets in ENV/ARG, exec-form CMD/ENTRYPOINT) and what these images promise (the
+// runtime base of scripts/build-images.ts with the Node the tests run on, only the program's
+// bundle, its ports, labels, user and command).
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pkg from '../../package.json' with { type: 'json' };
 import { PORTS } from '../../lib/constants.ts';
+import { IMAGES, lockedNodeVersion, RUNTIME_BASE_REPO } from '../../scripts/build-images.ts';
+import type { Program } from '../../scripts/bundle.ts';
 import { copyArgs, dockerignoreMatcher, execForm, labels, lintDockerfile, parseDockerfile } from './dockerfile.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const read = (name: string) => readFileSync(`${ROOT}${name}`, 'utf8');
 
-const IMAGES = {
-  'Dockerfile.webhook': { command: 'webhook', ports: [PORTS.webhook, PORTS.webhookMetrics] },
-  'Dockerfile.proxy': { command: 'proxy', ports: [PORTS.proxy, PORTS.proxyAdmin] },
-} as const;
+const PORTS_OF: Record<Program, number[]> = {
+  proxy: [PORTS.proxy, PORTS.proxyAdmin, PORTS.gateway, PORTS.gatewayMetrics],
+  webhook: [PORTS.webhook, PORTS.webhookMetrics],
+};
 
-const lockedNode = (JSON.parse(read('package-lock.json')) as { packages: Record<string, { version?: string }> }).packages['node_modules/node']?.version;
-const buildIncludes = (JSON.parse(read('tsconfig.build.json')) as { include: string[] }).include;
-
-for (const [file, spec] of Object.entries(IMAGES)) {
+for (const [program, image] of Object.entries(IMAGES) as [Program, typeof IMAGES[Program]][]) {
+  const file = image.dockerfile;
   t.test(`${file}: generic rules`, async (t) => {
     t.same(lintDockerfile(read(file)), [], 'no problems');
   });
 
   t.test(`${file}: what the image promises`, async (t) => {
     const df = parseDockerfile(read(file));
-    const [build, deps, runtime] = [df.stages[0]!, df.stages[1]!, df.stages.at(-1)!];
-    t.equal(df.stages.length, 3, 'build, deps, runtime');
+    t.equal(df.stages.length, 1, 'one stage: nothing is built inside the image');
+    const stage = df.stages[0]!;
+    t.equal(stage.from, '${BASE}', 'the base is a build ARG (scripts/build-images.ts pins it to the base image ID)');
+    t.equal(df.globalArgs.BASE, `${RUNTIME_BASE_REPO}:${lockedNodeVersion()}`, 'by default the base scripts/build-images.ts makes, with the Node package-lock.json pins');
+    t.notOk(stage.instructions.some((i) => i.keyword === 'RUN'), 'no RUN: the base has no shell');
 
-    t.equal(df.globalArgs.NODE_VERSION, lockedNode, 'the runtime Node is the one package-lock.json pins (the tests run on it)');
-    for (const stage of df.stages) t.equal(stage.image, `node:${lockedNode}-bookworm-slim`);
-    t.equal(df.globalArgs.VERSION, pkg.version, 'image version defaults to the package version');
-
-    const l = labels(runtime);
+    const l = labels(stage);
+    t.equal(l['org.opencontainers.image.title'], image.name.replace(/:.*/, ''));
     t.equal(l['org.opencontainers.image.version'], '${VERSION}');
     t.equal(l['org.opencontainers.image.licenses'], pkg.license);
     t.equal(l['org.opencontainers.image.source'], '${SOURCE_URL}');
-    t.match(df.globalArgs.SOURCE_URL, /^https:\/\//, 'source URL defaults to a repository URL');
-    t.ok(l['org.opencontainers.image.title']);
-    for (const arg of ['VERSION', 'SOURCE_URL']) t.ok(runtime.instructions.some((i) => i.keyword === 'ARG' && i.args === arg), `ARG ${arg} re-declared in the final stage`);
+    t.ok(l['org.opencontainers.image.description']);
+    const arg = (name: string) => stage.instructions.find((i) => i.keyword === 'ARG' && i.args.startsWith(`${name}=`))?.args.split('=')[1];
+    t.equal(arg('VERSION'), pkg.version, 'image version defaults to the package version');
+    t.match(arg('SOURCE_URL'), /^https:\/\//, 'source URL defaults to a repository URL');
 
-    const expose = runtime.instructions.filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.args.split(/\s+/)).map(Number);
-    t.same(expose.sort(), [...spec.ports].sort(), 'EXPOSE the ports of lib/constants.ts');
+    const copies = stage.instructions.filter((i) => i.keyword === 'COPY').map((i) => copyArgs(i.args));
+    t.same(copies, [{ from: undefined, sources: [`dist/bundle/${program}/`], dest: '/app/' }], 'only this program\'s bundle (entry, chunks, SBOM)');
 
-    const entry = execForm(runtime.instructions.find((i) => i.keyword === 'ENTRYPOINT')!.args)!;
-    const cmd = execForm(runtime.instructions.find((i) => i.keyword === 'CMD')!.args)!;
-    t.same(entry, ['node', `/app/${pkg.bin['workspace-sandbox']}`], 'node runs the package bin directly (PID 1, no shell, no npm)');
-    t.same(cmd, [spec.command]);
+    const user = stage.instructions.filter((i) => i.keyword === 'USER').at(-1)?.args;
+    t.equal(user, `${image.uid}:${image.uid}`);
+    const expose = stage.instructions.filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.args.split(/\s+/)).map(Number);
+    t.same(expose.sort(), [...PORTS_OF[program]].sort(), 'EXPOSE the ports of lib/constants.ts');
 
-    // The build stage copies every source tsconfig.build.json compiles.
-    const copied = build.instructions.filter((i) => i.keyword === 'COPY').flatMap((i) => copyArgs(i.args).sources).map((s) => s.replace(/\/$/, ''));
-    for (const inc of buildIncludes) t.ok(copied.includes(inc), `build stage copies ${inc}`);
-    for (const f of ['package-lock.json', 'tsconfig.json', 'tsconfig.build.json']) t.ok(copied.includes(f), `build stage copies ${f}`);
-
-    // The steps test/images/dockerfile-build.test.ts mirrors.
-    const runs = (stage: typeof build) => stage.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args).join('\n');
-    t.match(runs(build), /npm ci\b/);
-    t.match(runs(build), /npm pack --pack-destination/);
-    t.match(runs(deps), /tar -xzf \/tmp\/package\.tgz --strip-components=1 -C \/app/);
-    t.match(runs(deps), /npm ci --omit=dev --ignore-scripts/);
-    t.ok(deps.instructions.some((i) => i.keyword === 'COPY' && copyArgs(i.args).sources.includes('package-lock.json')), 'deps stage gets the lockfile (npm pack leaves it out)');
-    t.ok(runtime.instructions.some((i) => i.keyword === 'COPY' && copyArgs(i.args).from === deps.name && copyArgs(i.args).dest === '/app'), 'runtime takes only /app from deps');
-    t.notOk(runtime.instructions.some((i) => i.keyword === 'COPY' && copyArgs(i.args).from === build.name), 'nothing from the build stage (dev dependencies) reaches the runtime');
-    t.ok(runtime.instructions.some((i) => i.keyword === 'ENV' && /NODE_ENV=production/.test(i.args)));
+    const entry = execForm(stage.instructions.find((i) => i.keyword === 'ENTRYPOINT')!.args);
+    const cmd = execForm(stage.instructions.find((i) => i.keyword === 'CMD')!.args);
+    t.same(entry, ['/usr/local/bin/node', '/app/workspace-sandbox.mjs'], 'node runs the bundle directly (PID 1, no shell, no npm)');
+    t.same(cmd, [program]);
+    t.ok(stage.instructions.some((i) => i.keyword === 'ENV' && /NODE_ENV=production/.test(i.args)));
   });
 }
 
-t.test('the two images differ only where they must', async (t) => {
-  const strip = (text: string) => text.split('\n').filter((l) => !/^(#|LABEL|\s+org\.opencontainers|USER|EXPOSE|CMD)/.test(l)).join('\n');
-  t.equal(strip(read('Dockerfile.proxy')), strip(read('Dockerfile.webhook')), 'same build, deps and runtime steps');
+t.test('the images differ only where they must', async (t) => {
+  const strip = (text: string) => text.split('\n')
+    .filter((l) => !/^(#|LABEL|\s+org\.opencontainers|USER|EXPOSE|CMD)/.test(l))
+    .map((l) => l.replace(/dist\/bundle\/[a-z]+\//, 'dist/bundle/<program>/')).join('\n');
+  const [first, ...rest] = Object.values(IMAGES).map((i) => i.dockerfile);
+  for (const file of rest) t.equal(strip(read(file)), strip(read(first!)), `${file}: same steps as ${first}`);
 });
 
-t.test('.dockerignore keeps dependencies, VCS, tests and secrets out, and lets the sources in', async (t) => {
+t.test('.dockerignore lets only the bundles into the build context', async (t) => {
   const ignored = dockerignoreMatcher(read('.dockerignore'));
-  for (const path of ['node_modules/express/index.js', 'lib/node_modules/x', '.git/config', 'test/lib/log.test.ts', 'dist/bin/workspace-sandbox.js',
-    '.env', 'credential-proxy/.env.local', 'tls.key', 'certs/ca.pem', 'secrets/x.crt', '.npmrc', 'debug.log', 'workspace-sandbox-0.1.0.tgz']) {
+  for (const path of ['node_modules/zod/index.js', 'lib/server.ts', 'package.json', '.git/config', 'test/lib/log.test.ts',
+    'dist/bin/workspace-sandbox.js', 'dist/workspace-agent', 'Dockerfile.proxy', '.env', 'credential-proxy/.env.local', 'tls.key', '.npmrc', 'workspace-sandbox-0.1.0.tgz']) {
     t.ok(ignored(path), `ignored: ${path}`);
   }
-  for (const file of Object.keys(IMAGES)) {
-    const df = parseDockerfile(read(file));
-    for (const ins of df.stages.flatMap((s) => s.instructions).filter((i) => i.keyword === 'COPY' && !copyArgs(i.args).from)) {
-      for (const src of copyArgs(ins.args).sources) t.notOk(ignored(src), `${file} COPY ${src} is in the context`);
-    }
+  for (const path of ['dist/bundle/proxy/workspace-sandbox.mjs', 'dist/bundle/proxy/chunks/chunk-ABC.mjs', 'dist/bundle/webhook/sbom.json']) {
+    t.notOk(ignored(path), `in the context: ${path}`);
   }
-  t.notOk(ignored('lib/server.ts'));
 });
 
 t.test('the linter catches each rule it enforces (the check can fail)', async (t) => {

@@ -7,7 +7,7 @@ import { basename, dirname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import {
   ANNOTATION_RUNTIME, CONTAINER_PROXY, GATEWAY_AUDIENCE, GATEWAY_NAMESPACE, GATEWAY_SERVICE, LABEL_INJECTION, LABEL_INJECTION_ENABLED, NAMESPACES, NODE_LABEL_GVISOR, PORTS,
-  POD_IDENTITY_AGENT, PRIORITY_CLASS_OVERPROVISIONING, PRIORITY_CLASS_WORKSPACE, RULES_TOKEN_KEY, RULES_TOKEN_SECRET, RUNTIME_CLASS_GVISOR,
+  POD_IDENTITY_AGENT, PRIORITY_CLASS_OVERPROVISIONING, PRIORITY_CLASS_WORKSPACE, POD_TOKEN_PUBLIC_KEYS_CONFIGMAP, POD_TOKEN_PUBLIC_KEYS_KEY, RUNTIME_CLASS_GVISOR,
   RUNTIME_CLASS_RUNC, SERVICE_ACCOUNT_BACKEND, WEBHOOK_PATHS, WEBHOOK_SERVICE,
 } from '../../lib/constants.ts';
 import { VERSION } from '../../lib/version.ts';
@@ -121,8 +121,11 @@ for (const overlay of OVERLAYS) {
       find(objs, 'PriorityClass', config.priorityClassName!);
       const runtimes = [config.runtime.runtimeClassName, ...config.runtime.allowedFallbacks].filter((x): x is string => x !== null);
       for (const rc of runtimes) find(objs, 'RuntimeClass', rc);
-      t.same(runtimes, overlay === 'local' ? [RUNTIME_CLASS_RUNC] : [RUNTIME_CLASS_GVISOR, RUNTIME_CLASS_RUNC]);
-      t.same(config.sidecar.rulesTokenSecret, { secretName: RULES_TOKEN_SECRET, key: RULES_TOKEN_KEY });
+      // Production is gVisor only; staging says it keeps the runc fallback; kind has no gVisor.
+      t.same(runtimes, { local: [RUNTIME_CLASS_RUNC], staging: [RUNTIME_CLASS_GVISOR, RUNTIME_CLASS_RUNC], prod: [RUNTIME_CLASS_GVISOR] }[overlay]);
+      if (overlay === 'prod') t.notOk(objs.some((o) => o.kind === 'RuntimeClass' && o.metadata.name === RUNTIME_CLASS_RUNC), 'no runc RuntimeClass in prod');
+      t.equal(config.sidecar.rulesTokenSecret, null, '/rules takes per-pod tokens');
+      t.same(config.podTokens, { publicKeysConfigMap: POD_TOKEN_PUBLIC_KEYS_CONFIGMAP, key: POD_TOKEN_PUBLIC_KEYS_KEY }, 'the agent and /rules require per-pod tokens');
       t.notOk(/:latest$|^[^:]+$/.test(config.sidecar.image), 'the sidecar image has a tag, not latest');
 
       // The guard is built from this config (guard.test.ts checks the whole policy).
@@ -149,7 +152,7 @@ for (const overlay of OVERLAYS) {
       const ns = (name: string) => find<Json>(objs, 'Namespace', name).metadata.labels as Record<string, string>;
       t.equal(ns(NAMESPACES.sandboxes)[LABEL_INJECTION], LABEL_INJECTION_ENABLED);
       t.same([ns(NAMESPACES.sandboxes)['pod-security.kubernetes.io/enforce'], ns(NAMESPACES.sandboxes)['pod-security.kubernetes.io/warn'],
-        ns(NAMESPACES.sandboxes)['pod-security.kubernetes.io/audit']], ['baseline', 'restricted', 'restricted']);
+        ns(NAMESPACES.sandboxes)['pod-security.kubernetes.io/audit']], ['restricted', 'restricted', 'restricted']);
       for (const n of [NAMESPACES.system, NAMESPACES.capacity]) {
         t.equal(ns(n)['pod-security.kubernetes.io/enforce'], 'restricted', n);
         t.equal(ns(n)[LABEL_INJECTION], undefined, `${n} is not injected`);
@@ -291,8 +294,10 @@ function eksChecks(t: Test, overlay: Overlay, objs: K8sObject[]): void {
     t.ok(cpu(gvisor.overhead.podFixed.cpu) > 0 && cpu(gvisor.overhead.podFixed.memory) > 0);
     const scheduling = { nodeSelector: { [NODE_LABEL_GVISOR]: 'true' }, tolerations: [{ key: NODE_LABEL_GVISOR, operator: 'Equal', value: 'true', effect: 'NoSchedule' }] };
     t.same(gvisor.scheduling, scheduling);
-    const runc = find<Json>(objs, 'RuntimeClass', RUNTIME_CLASS_RUNC);
-    t.same([runc.handler, runc.scheduling], ['runc', scheduling], `the runc fallback (annotation ${ANNOTATION_RUNTIME}) stays on workspace nodes`);
+    if (overlay !== 'prod') {
+      const runc = find<Json>(objs, 'RuntimeClass', RUNTIME_CLASS_RUNC);
+      t.same([runc.handler, runc.scheduling], ['runc', scheduling], `the runc fallback (annotation ${ANNOTATION_RUNTIME}) stays on workspace nodes`);
+    }
     const pool = find<Json>(objs, 'NodePool', 'workspace-spot').spec.template;
     t.equal(pool.metadata.labels[NODE_LABEL_GVISOR], 'true');
     t.same(pool.spec.taints, [{ key: NODE_LABEL_GVISOR, value: 'true', effect: 'NoSchedule' }]);

@@ -15,7 +15,7 @@ import { ANNOTATION_STATUS, CONTAINER_PROXY, LABEL_INJECTION, LABEL_INJECTION_EN
 import { parseInjectionConfig, type InjectionConfig } from '../../webhook/config.ts';
 import { buildGuard, guardMessage, guardParams, GUARD_NAME } from '../../webhook/guard.ts';
 import { inject, injectUpdate } from '../../webhook/inject.ts';
-import { GUARD_RULES, VOLUME_RULES_TOKEN, type GuardRuleId } from '../../webhook/rules.ts';
+import { GUARD_RULES, VOLUME_SIDECAR_STATE, type GuardRuleId } from '../../webhook/rules.ts';
 import { evaluateGuard, type Policy } from './guard.ts';
 import { OVERLAYS, REPO_ROOT, find, kubectlSkipReason, renderOverlay, type K8sObject } from './render.ts';
 
@@ -99,9 +99,8 @@ const TAMPERS: Tamper[] = [
     name: 'eks-pod-identity-token-2', projected: { sources: [{ serviceAccountToken: { audience: 'pods.eks.amazonaws.com', expirationSeconds: 86400, path: 'eks-pod-identity-token' } }] },
   }, workspaceOf(p, c), '/var/run/secrets/pods.eks.amazonaws.com/serviceaccount') },
   { name: 'the rules-token Secret mounted into the workspace', expect: ['secret-volume'], apply: (p, c) => addVolume(p, { name: 'stolen-rules-token', secret: { secretName: 'workspace-sandbox-rules-token' } }, workspaceOf(p, c), '/rules-token') },
-  { name: 'the sidecar\'s rules-token volume mounted into the workspace', expect: ['secret-volume', 'reserved-volume'], apply: (p, c) => {
-    if (!p.spec.volumes.some((v: Json) => v.name === VOLUME_RULES_TOKEN)) p.spec.volumes.push({ name: VOLUME_RULES_TOKEN, secret: { secretName: 'workspace-sandbox-rules-token' } });
-    workspaceOf(p, c).volumeMounts.push({ name: VOLUME_RULES_TOKEN, mountPath: '/rules-token' });
+  { name: 'the sidecar\'s state volume (its CA key) mounted into the workspace', expect: ['reserved-volume'], apply: (p, c) => {
+    workspaceOf(p, c).volumeMounts.push({ name: VOLUME_SIDECAR_STATE, mountPath: '/steal' });
   } },
   { name: 'a projected Secret mounted into the workspace', expect: ['secret-volume'], apply: (p, c) => addVolume(p, { name: 'bundle', projected: { sources: [{ secret: { name: 'db' } }] } }, workspaceOf(p, c), '/bundle') },
   { name: 'a CSI volume mounted into the workspace', expect: ['secret-volume'], apply: (p, c) => addVolume(p, { name: 'vault', csi: { driver: 'secrets-store.csi.k8s.io' } }, workspaceOf(p, c), '/vault') },
@@ -122,6 +121,11 @@ const TAMPERS: Tamper[] = [
   { name: 'the proxy env removed', expect: ['proxy-env'], apply: (p, c) => { for (const n of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) removeEnv(workspaceOf(p, c), n); } },
   { name: 'HTTPS_PROXY overridden by a later entry', expect: ['proxy-env'], apply: (p, c) => addEnv(workspaceOf(p, c), { name: 'HTTPS_PROXY', value: '' }) },
   { name: 'NO_PROXY widened to everything', expect: ['proxy-env'], apply: (p, c) => { workspaceOf(p, c).env.find((e: Json) => e.name === 'NO_PROXY').value = '*'; } },
+  { name: 'the agent\'s per-pod token check removed', expect: ['agent-auth'], apply: (p, c) => removeEnv(workspaceOf(p, c), 'AGENT_TOKEN_PUBLIC_KEYS_FILE') },
+  { name: 'the agent told another Pod\'s UID', expect: ['agent-auth'], apply: (p, c) => {
+    removeEnv(workspaceOf(p, c), 'AGENT_POD_UID');
+    addEnv(workspaceOf(p, c), { name: 'AGENT_POD_UID', value: '7d1e4b2a-1c3f-4e5d-8a9b-0c1d2e3f4a5b' });
+  } },
   { name: 'no limits', expect: ['limits'], apply: (p, c) => { delete workspaceOf(p, c).resources.limits; } },
   { name: 'the sidecar without a memory limit', expect: ['limits'], apply: (p) => { delete sidecarOf(p).resources.limits.memory; } },
   { name: 'no activeDeadlineSeconds', expect: ['deadline'], apply: (p) => { delete p.spec.activeDeadlineSeconds; } },
@@ -185,18 +189,15 @@ const TAMPERS: Tamper[] = [
   { name: 'an ephemeral container running as root', expect: ['run-as-root'], apply: (p, c) => ephemeral(p, c, (e) => { e.securityContext.runAsUser = 0; }) },
   { name: 'an ephemeral container without a securityContext', expect: ['run-as-root', 'writable-root', 'privilege-escalation', 'capability', 'seccomp'], apply: (p, c) => ephemeral(p, c, (e) => { delete e.securityContext; }) },
   { name: 'an ephemeral container with AWS keys', expect: ['credential-env'], apply: (p, c) => ephemeral(p, c, (e) => addEnv(e, { name: 'AWS_SECRET_ACCESS_KEY', value: 'secret' })) },
-  { name: 'an ephemeral container mounting the rules token', expect: ['secret-volume', 'reserved-volume'], apply: (p, c) => ephemeral(p, c, (e) => {
-    if (!p.spec.volumes.some((v: Json) => v.name === VOLUME_RULES_TOKEN)) p.spec.volumes.push({ name: VOLUME_RULES_TOKEN, secret: { secretName: 'workspace-sandbox-rules-token' } });
-    e.volumeMounts = [{ name: VOLUME_RULES_TOKEN, mountPath: '/t' }];
+  { name: 'an ephemeral container mounting the sidecar\'s state (its CA key)', expect: ['reserved-volume'], apply: (p, c) => ephemeral(p, c, (e) => {
+    e.volumeMounts = [{ name: VOLUME_SIDECAR_STATE, mountPath: '/t' }];
   }) },
 ];
 
 /** A golden whose config carries no rules token or runs the sidecar without one: some tampers do not apply. */
 function applies(tamper: Tamper, pod: Json, config: InjectionConfig): boolean {
+  if (tamper.expect.includes('agent-auth')) return config.podTokens !== null;
   if (tamper.name.includes('ALLOWED_DOMAINS') && config.allowedDomains.allowAnnotation) return config.allowedDomains.domains.length > 0;
-  if (tamper.name.includes('rules-token volume') || tamper.name.includes('mounting the rules token')) {
-    return pod.spec.volumes.some((v: Json) => v.name === VOLUME_RULES_TOKEN);
-  }
   return true;
 }
 

@@ -22,7 +22,7 @@ const EVERYWHERE = [
   'Service workspace-sandbox-system/workspace-sandbox-webhook-metrics', 'PodDisruptionBudget workspace-sandbox-system/workspace-sandbox-webhook',
   'ServiceAccount workspace-sandbox-system/workspace-sandbox-webhook', 'ConfigMap workspace-sandbox-system/workspace-sandbox-injection',
   'ServiceAccount backend/workspace-sandbox-backend', 'Role sandboxes/workspace-sandbox-backend', 'RoleBinding sandboxes/workspace-sandbox-backend',
-  'RuntimeClass runc', 'PriorityClass workspace', 'PriorityClass overprovisioning',
+  'PriorityClass workspace', 'PriorityClass overprovisioning',
   'NetworkPolicy sandboxes/default-deny', 'NetworkPolicy sandboxes/allow-egress-gateway',
   'Namespace workspace-sandbox-egress', 'ServiceAccount workspace-sandbox-egress/workspace-sandbox-gateway',
   'ClusterRole workspace-sandbox-gateway', 'ClusterRoleBinding workspace-sandbox-gateway',
@@ -36,9 +36,12 @@ const EVERYWHERE = [
   'NetworkPolicy sandboxes/allow-backend-ingress', 'ResourceQuota sandboxes/workspaces', 'LimitRange sandboxes/workspaces',
 ];
 
+/** Production is gVisor only: the runc fallback exists where an overlay says so. */
+const NOT_PROD = ['RuntimeClass runc'];
+
 t.test('the base renders on its own', { skip }, async (t) => {
   const ids = renderDir(join(MANIFESTS, 'base')).map(idOf);
-  for (const id of [...EVERYWHERE, ...EKS_ONLY]) t.ok(ids.includes(id), id);
+  for (const id of [...EVERYWHERE, ...EKS_ONLY, ...NOT_PROD]) t.ok(ids.includes(id), id);
 });
 
 for (const overlay of OVERLAYS) {
@@ -46,11 +49,12 @@ for (const overlay of OVERLAYS) {
     const ids = renderOverlay(overlay).map(idOf);
     t.same(ids.filter((id, i) => ids.indexOf(id) !== i), [], 'no object twice');
     for (const id of EVERYWHERE) t.ok(ids.includes(id), id);
+    for (const id of NOT_PROD) t.equal(ids.includes(id), overlay !== 'prod', `${id} ${overlay === 'prod' ? 'absent' : 'present'}`);
     for (const id of EKS_ONLY) {
       if (overlay === 'local') t.notOk(ids.includes(id), `kind has no ${id}`);
       else t.ok(ids.includes(id), id);
     }
-    t.equal(ids.length, EVERYWHERE.length + (overlay === 'local' ? 0 : EKS_ONLY.length), 'nothing unexpected');
+    t.equal(ids.length, EVERYWHERE.length + (overlay === 'local' ? 0 : EKS_ONLY.length) + (overlay === 'prod' ? 0 : NOT_PROD.length), 'nothing unexpected');
   });
 }
 

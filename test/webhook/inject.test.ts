@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../../lib/config.ts';
-import { ANNOTATION_STATUS } from '../../lib/constants.ts';
+import { ANNOTATION_STATUS, CA_VALIDITY_MARGIN_SECONDS, MAX_CA_VALIDITY_SECONDS } from '../../lib/constants.ts';
 import { DEFAULT_INJECTION_CONFIG, configHash, injectionConfigSchema, parseInjectionConfig } from '../../webhook/config.ts';
 import { inject, readStatus, type Injected, type Json } from '../../webhook/inject.ts';
 import { parseQuantity } from '../../webhook/quantity.ts';
@@ -36,9 +36,14 @@ t.test('the example config documents every field and is valid', async (t) => {
   const fields = schemaFields(injectionConfigSchema);
   t.ok(fields.length > 30, `${fields.length} fields`);
   const documented = new Set(exampleFields(example));
-  for (const f of fields) t.ok(documented.has(f), `example documents ${f}`);
   const text = readFileSync(EXAMPLE, 'utf8');
-  for (const f of fields) t.match(text, new RegExp(`^\\s*${f.split('.').pop()}:`, 'm'));
+  // A field under an object the example leaves null (off by default) is documented in a comment.
+  const underNull = (f: string) => {
+    const parent = f.split('.').slice(0, -1).reduce<unknown>((o, k) => (o as Record<string, unknown> | null)?.[k], example);
+    return parent === null && new RegExp(`^\\s*#\\s+${f.split('.').pop()}:`, 'm').test(text);
+  };
+  for (const f of fields) t.ok(documented.has(f) || underNull(f), `example documents ${f}`);
+  for (const f of fields) t.match(text, new RegExp(`^\\s*(#\\s+)?${f.split('.').pop()}:`, 'm'));
   t.doesNotThrow(() => parseInjectionConfig(example));
 });
 
@@ -147,8 +152,8 @@ t.test('annotations: domains extend only when allowed; runtime null config; ttl 
   pod.metadata.annotations = { 'workspace-sandbox.io/allowed-domains': 'extra.example.com' };
   const closed = injected(inject(pod, parseInjectionConfig({})));
   t.match(closed.warnings, [/allowed-domains ignored/]);
-  const domainsOf = (r: Injected) => ((r.pod.spec as { initContainers: C[] }).initContainers[0]!.env!.find((e) => e.name === 'ALLOWED_DOMAINS')!.value);
-  t.equal(domainsOf(closed), '');
+  const domainsOf = (r: Injected) => ((r.pod.spec as { initContainers: C[] }).initContainers[0]!.env!.find((e) => e.name === 'ALLOWED_DOMAINS')?.value);
+  t.equal(domainsOf(closed), undefined, 'no domains: no ALLOWED_DOMAINS (an empty value would not survive the API server)');
   t.match(domainsOf(injected(inject(pod, config))), /,extra\.example\.com$/);
 
   const kind = parseInjectionConfig({ runtime: { runtimeClassName: null, allowedFallbacks: ['runc'] } });
@@ -187,4 +192,36 @@ t.test('a Pod-level securityContext is inherited rather than overridden', async 
   const denied = inject(root, config);
   t.ok(denied.denied);
   if (denied.denied) t.match(denied.message, /spec.securityContext.runAsUser: must not be 0/);
+});
+
+t.test('the sidecar\'s CA outlives the Pod: CA_VALIDITY_SECONDS is the deadline plus the margin, and a deadline the proxy could not cover is refused', async (t) => {
+  const c = parseInjectionConfig({ activeDeadlineSeconds: { default: 3600, max: 7200 } });
+  const pod = basePod() as Json & { metadata: Json };
+  pod.metadata.annotations = { 'workspace-sandbox.io/ttl-seconds': '999999' };
+  const out = injected(inject(pod, c)).pod as Json & { spec: { activeDeadlineSeconds: number; initContainers: C[] } };
+  t.equal(out.spec.activeDeadlineSeconds, 7200, 'clamped to the maximum');
+  const validity = Number(out.spec.initContainers[0]!.env!.find((e) => e.name === 'CA_VALIDITY_SECONDS')!.value);
+  t.equal(validity, 7200 + CA_VALIDITY_MARGIN_SECONDS);
+  t.ok(validity <= MAX_CA_VALIDITY_SECONDS);
+  t.throws(() => parseInjectionConfig({ activeDeadlineSeconds: { default: 3600, max: MAX_CA_VALIDITY_SECONDS } }), /activeDeadlineSeconds\.max/);
+  t.same((out.spec.initContainers[0] as Json).volumeMounts, [
+    { name: 'workspace-sandbox-shared', mountPath: '/var/run/workspace-sandbox' },
+    { name: 'workspace-sandbox-sidecar-state', mountPath: '/var/lib/workspace-sandbox' },
+    { name: 'workspace-sandbox-pod-token-keys', mountPath: '/etc/workspace-sandbox/pod-token', readOnly: true },
+  ], 'the state volume is the sidecar\'s');
+  t.notOk(JSON.stringify((out.spec as Json).containers).includes('workspace-sandbox-sidecar-state'), 'no other container mounts it');
+  t.same(((out.spec as Json).volumes as Json[]).find((v) => v.name === 'workspace-sandbox-sidecar-state')!.emptyDir, { medium: 'Memory', sizeLimit: '16Mi' });
+});
+
+t.test('every env the webhook writes for the agent and the proxy is one their configs read', async (t) => {
+  const { agentEnvObject } = await import('../../agent/config.ts');
+  const { proxyEnvSchema } = await import('../../credential-proxy/config.ts');
+  const c = parseInjectionConfig({ sidecar: { redisUrl: 'rediss://redis:6380', upstreamCaBundle: { configMapName: 'corp-ca' } } });
+  const out = injected(inject(basePod(), c)).pod as Json & { spec: { containers: C[]; initContainers: C[] } };
+  const agentNames = out.spec.containers[0]!.env!.map((e) => e.name).filter((n) => n.startsWith('AGENT_'));
+  t.ok(agentNames.length >= 4);
+  for (const n of agentNames) t.ok(Object.hasOwn(agentEnvObject.shape, n), `agent reads ${n}`);
+  const proxyNames = out.spec.initContainers[0]!.env!.map((e) => e.name).filter((n) => !['POD_UID', 'POD_NAMESPACE', 'AWS_REGION', 'AWS_DEFAULT_REGION', 'AWS_STS_REGIONAL_ENDPOINTS'].includes(n));
+  for (const n of ['PROXY_STATE_DIR', 'CA_VALIDITY_SECONDS', 'UPSTREAM_CA_FILE', 'RULES_SCOPE', 'REDIS_URL']) t.ok(proxyNames.includes(n), `the sidecar gets ${n}`);
+  for (const n of proxyNames) t.ok(Object.hasOwn((proxyEnvSchema as unknown as { shape: object }).shape, n), `proxy reads ${n}`);
 });

@@ -12,7 +12,9 @@ import { validatePod } from './pod-schema.ts';
 import { podArb } from './arbitraries.ts';
 import { patchOf, podReview, startWebhook } from './helpers.ts';
 
-const config = parseInjectionConfig(readConfigFile(new URL('../../webhook/injection-config.example.yaml', import.meta.url).pathname));
+// With two allowed capabilities, so the generator's spellings (CAP_CHOWN, chown) reach the admitted branch too.
+const example = readConfigFile(new URL('../../webhook/injection-config.example.yaml', import.meta.url).pathname) as Record<string, Record<string, unknown>>;
+const config = parseInjectionConfig({ ...example, workspace: { ...example.workspace, capabilities: ['CHOWN', 'SETUID'] } });
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 10_000);
 const seed = process.env.FC_SEED ? Number(process.env.FC_SEED) : undefined;
 

@@ -45,7 +45,7 @@ t.test('a Pod CREATE is answered with a JSON Patch that reproduces inject(), uid
 
   const lines = webhook.logs.find(LOG_REVIEW);
   t.equal(lines.length, 1, 'one canonical line per review');
-  t.match(lines[0], { uid: review.request.uid, namespace: 'sandboxes', name: 'ws-1', operation: 'CREATE', result: 'injected', status: 200, patchOps: patch.length, dryRun: false });
+  t.match(lines[0], { uid: review.request.uid, namespace: 'sandboxes', pod: 'ws-1', operation: 'CREATE', result: 'injected', status: 200, patchOps: patch.length, dryRun: false });
   t.type(lines[0]!.durationMs, 'number');
   const metrics = await metricsText(webhook.metricsUrl);
   t.match(metrics, /admission_requests_total\{operation="CREATE",result="injected",program="webhook"\} 1/);
@@ -207,4 +207,17 @@ t.test('kubectl debug (pods/ephemeralcontainers) on an injected Pod: hardened, o
   swapped.spec.initContainers[0].image = 'evil.example/proxy:1';
   const swap = await webhook.post(podReview(swapped, { operation: 'UPDATE', oldObject: before }));
   t.match(swap.json().response, { allowed: false, status: { message: /spec\.initContainers\[0\]\.image/ } });
+});
+
+t.test('a Pod under a fallback RuntimeClass is counted and says so', async (t) => {
+  const withRunc = parseInjectionConfig({ runtime: { runtimeClassName: 'gvisor', allowedFallbacks: ['runc'] } });
+  const webhook = await startWebhook(t, { injection: withRunc });
+  const p = pod();
+  (p.metadata.annotations as Record<string, string>)['workspace-sandbox.io/runtime'] = 'runc';
+  const res = (await webhook.post(podReview(p))).json();
+  t.equal(res.response?.allowed, true);
+  t.match(res.response?.warnings, [/fallback RuntimeClass runc/]);
+  await webhook.post(podReview(pod()));
+  const metrics = await metricsText(webhook.metricsUrl);
+  t.match(metrics, /admission_runtime_fallbacks_total\{runtime_class="runc",program="webhook"\} 1/);
 });
