@@ -14,7 +14,8 @@
 // (3) `docker build` of each Dockerfile, its ARG BASE pinned to that base's image ID (a digest).
 // The build context is dist/bundle only (.dockerignore): nothing else reaches the engine.
 //
-//   npm run build:images [-- proxy webhook]
+//   npm run build:images [-- [--tag dev] [proxy webhook]]     (--tag: also <repository>:dev, as the
+//                                                              local overlay references them)
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -107,27 +108,39 @@ export function buildRuntimeBase(): { tag: string; id: string } {
   }
 }
 
-/** Bundles, makes the base, builds each program's image; resolves with the tags built. */
-export async function buildImages(programs: Program[] = Object.keys(IMAGES) as Program[]): Promise<string[]> {
+/**
+ * Bundles, makes the base, builds each program's image; resolves with the names built. `extraTag`
+ * also tags each image `<repository>:<extraTag>` (the local overlay's `dev`).
+ */
+export async function buildImages(programs: Program[] = Object.keys(IMAGES) as Program[], extraTag?: string): Promise<string[]> {
   for (const p of programs) await bundleProgram(p, join(DEFAULT_BUNDLE_DIR, p));
   const base = buildRuntimeBase();
   const built: string[] = [];
   for (const p of programs) {
     const image = IMAGES[p];
-    docker(['build', '--quiet', '-f', join(ROOT, image.dockerfile), '--build-arg', `BASE=${base.id}`, '--build-arg', `VERSION=${VERSION}`, '-t', image.name, ROOT]);
-    built.push(image.name);
+    const extra = extraTag === undefined ? [] : [image.name.replace(/:[^:/]+$/, `:${extraTag}`)];
+    docker(['build', '--quiet', '-f', join(ROOT, image.dockerfile), '--build-arg', `BASE=${base.id}`, '--build-arg', `VERSION=${VERSION}`,
+      ...[image.name, ...extra].flatMap((n) => ['-t', n]), ROOT]);
+    built.push(image.name, ...extra);
   }
   return built;
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const named = process.argv.slice(2);
+  const args = process.argv.slice(2);
+  const tagAt = args.indexOf('--tag');
+  const extraTag = tagAt >= 0 ? args[tagAt + 1] : undefined;
+  if (tagAt >= 0 && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(extraTag ?? '')) {
+    process.stderr.write('build-images: --tag needs a Docker tag (letters, digits, "_", ".", "-")\n');
+    process.exit(2);
+  }
+  const named = tagAt >= 0 ? args.filter((_, i) => i !== tagAt && i !== tagAt + 1) : args;
   const unknown = named.filter((a) => !Object.hasOwn(PROGRAMS, a));
   if (unknown.length) {
     process.stderr.write(`build-images: unknown program ${unknown.join(', ')} (one of ${Object.keys(PROGRAMS).join(', ')})\n`);
     process.exit(2);
   }
-  for (const name of await buildImages(named.length ? named as Program[] : undefined)) {
+  for (const name of await buildImages(named.length ? named as Program[] : undefined, extraTag)) {
     process.stdout.write(`${name} ${(Number(docker(['image', 'inspect', '--format', '{{.Size}}', name])) / 1e6).toFixed(0)} MB\n`);
   }
 }
