@@ -84,7 +84,7 @@ EOF
     stop_pid "$dir/containerd.pid"
     if [ ! -e "$dir/docker0.preexisting" ] && ip link show docker0 >/dev/null 2>&1; then ip link delete docker0 || true; fi
     # Mounts dockerd or the shims left under the data root (overlay, shm) go before the files.
-    grep -F " $dir/" /proc/self/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep -F " $dir/" /proc/self/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     rm -rf "$dir"
     ;;
   *) usage ;;
