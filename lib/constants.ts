@@ -147,3 +147,5 @@ export const MAX_CA_VALIDITY_SECONDS = 7 * 24 * 3600;
  * sidecar's state volume across restarts), and the sidecar starts a little after the Pod.
  */
 export const CA_VALIDITY_MARGIN_SECONDS = 1800;
+/** Karpenter never evicts a Pod carrying this to consolidate or expire its node early; every workspace carries it. */
+export const ANNOTATION_DO_NOT_DISRUPT = 'karpenter.sh/do-not-disrupt';

@@ -14,7 +14,7 @@
 // and after a webhook's patch the built-in mutating plugins run again; see DELIVERED below.
 import {
   ANNOTATION_ALLOWED_DOMAINS, ANNOTATION_RUNTIME, ANNOTATION_STATUS, ANNOTATION_TTL_SECONDS, CA_BUNDLE_FILE, CA_CERT_FILE,
-  CA_VALIDITY_MARGIN_SECONDS, CONTAINER_PROXY, GATEWAY_TOKEN_DIR, LABEL_WORKSPACE, POD_TOKEN_PUBLIC_KEYS_DIR, PORTS, PROXY_ADMIN_PATHS, AGENT_PATHS,
+  ANNOTATION_DO_NOT_DISRUPT, CA_VALIDITY_MARGIN_SECONDS, CONTAINER_PROXY, GATEWAY_TOKEN_DIR, LABEL_WORKSPACE, POD_TOKEN_PUBLIC_KEYS_DIR, PORTS, PROXY_ADMIN_PATHS, AGENT_PATHS,
   PROXY_ENV, PROXY_URL, SHARED_DIR, SIDECAR_STATE_DIR, UPSTREAM_CA_DIR, WORKSPACE_ROOT,
 } from '../lib/constants.ts';
 import { VERSION } from '../lib/version.ts';
@@ -373,7 +373,8 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
     finalStatus.runtimeFallback = runtimeFallback;
     ctx.warnings.push(`this Pod runs under the fallback RuntimeClass ${runtimeFallback}, not ${config.runtime.runtimeClassName ?? '(none)'}`);
   }
-  metadata.annotations = { ...annotations, [ANNOTATION_STATUS]: JSON.stringify(finalStatus) };
+  // A workspace is a live conversation with its files in an emptyDir: Karpenter must not evict it to repack nodes.
+  metadata.annotations = { ...annotations, [ANNOTATION_DO_NOT_DISRUPT]: 'true', [ANNOTATION_STATUS]: JSON.stringify(finalStatus) };
   return { pod, warnings: ctx.warnings, notes: ctx.notes, ...(runtimeFallback === undefined ? {} : { runtimeFallback }) };
 }
 

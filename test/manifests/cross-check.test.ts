@@ -333,7 +333,16 @@ function eksChecks(t: Test, overlay: Overlay, objs: K8sObject[]): void {
     t.ok(families.length * sizes.length >= 15, `${families.length * sizes.length} instance types`);
     t.same(req(spot, 'karpenter.sh/capacity-type'), ['spot']);
     t.equal(spot.spec.template.spec.expireAfter, '336h');
-    t.same([spot.spec.disruption.consolidationPolicy, spot.spec.disruption.consolidateAfter], ['WhenEmptyOrUnderutilized', '2m']);
+    // Live workspaces are never repacked: consolidation takes empty nodes only (do-not-disrupt on every workspace Pod too).
+    t.same([spot.spec.disruption.consolidationPolicy, spot.spec.disruption.consolidateAfter], ['WhenEmpty', '5m']);
+    // The on-demand pool catches workspaces when spot is short: the same nodes, a lower weight, bounded.
+    const onDemand = find<Json>(objs, 'NodePool', 'workspace-ondemand');
+    t.same(req(onDemand, 'karpenter.sh/capacity-type'), ['on-demand']);
+    t.ok(spot.spec.weight > onDemand.spec.weight, 'spot preferred');
+    t.same(onDemand.spec.template.metadata.labels, spot.spec.template.metadata.labels);
+    t.same(onDemand.spec.template.spec.taints, spot.spec.template.spec.taints);
+    t.same([onDemand.spec.disruption.consolidationPolicy, onDemand.spec.template.spec.terminationGracePeriod], ['WhenEmpty', spot.spec.template.spec.terminationGracePeriod]);
+    t.ok(cpu(onDemand.spec.limits.cpu) < cpu(spot.spec.limits.cpu), 'bounded below the spot pool');
     // An expiring node waits for its workspaces, which live at most activeDeadlineSeconds.max.
     const grace = /^(?:(\d+)h)?(?:(\d+)m)?$/.exec(spot.spec.template.spec.terminationGracePeriod)!;
     t.ok(Number(grace[1] ?? 0) * 3600 + Number(grace[2] ?? 0) * 60 > injectionConfig(objs).activeDeadlineSeconds.max);
@@ -352,7 +361,7 @@ function eksChecks(t: Test, overlay: Overlay, objs: K8sObject[]): void {
     // The overlays pin the AMI the environment's stack names (infra/, test/infra/cluster-yaml.test.ts).
     t.same(s.amiSelectorTerms.map((term: Json) => Object.keys(term)), [['id']], 'one AMI pinned by id');
     t.same(s.blockDeviceMappings, [{ deviceName: '/dev/xvda', ebs: { volumeType: 'gp3', volumeSize: '50Gi', encrypted: true, deleteOnTermination: true } }]);
-    t.same([s.metadataOptions.httpPutResponseHopLimit, s.metadataOptions.httpTokens, s.metadataOptions.httpEndpoint], [2, 'required', 'enabled']);
+    t.same([s.metadataOptions.httpPutResponseHopLimit, s.metadataOptions.httpTokens, s.metadataOptions.httpEndpoint], [1, 'required', 'enabled'], 'IMDS hop limit 1: no pod reaches the node role');
     t.match(s.instanceProfile, new RegExp(`workspace-sandbox-${overlay}$`));
     t.equal(s.role, undefined, 'an instance profile, not a role Karpenter would need IAM rights to wrap');
     t.equal(s.subnetSelectorTerms[0].tags['karpenter.sh/discovery'], `workspace-sandbox-${overlay}`);

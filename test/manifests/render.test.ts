@@ -8,7 +8,7 @@ const skip = kubectlSkipReason();
 if (skip !== undefined) t.comment(`SKIPPED: ${skip}`);
 
 const EKS_ONLY = [
-  'NodePool backend-ondemand', 'NodePool workspace-spot', 'EC2NodeClass al2023-gvisor', 'RuntimeClass gvisor',
+  'NodePool backend-ondemand', 'NodePool workspace-spot', 'NodePool workspace-ondemand', 'EC2NodeClass al2023-gvisor', 'RuntimeClass gvisor',
   'Deployment sandbox-capacity/overprovisioning', 'DaemonSet sandbox-capacity/image-prepull',
   'NetworkPolicy sandboxes/allow-pod-identity-agent',
 ];

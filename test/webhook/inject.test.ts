@@ -225,3 +225,9 @@ t.test('every env the webhook writes for the agent and the proxy is one their co
   for (const n of ['PROXY_STATE_DIR', 'CA_VALIDITY_SECONDS', 'UPSTREAM_CA_FILE', 'RULES_SCOPE', 'REDIS_URL']) t.ok(proxyNames.includes(n), `the sidecar gets ${n}`);
   for (const n of proxyNames) t.ok(Object.hasOwn((proxyEnvSchema as unknown as { shape: object }).shape, n), `proxy reads ${n}`);
 });
+
+t.test('every workspace carries karpenter.sh/do-not-disrupt (Karpenter never repacks a live conversation)', async (t) => {
+  const out = injected(inject(basePod(), config)).pod as Json & { metadata: { annotations: Record<string, string> } };
+  t.equal(out.metadata.annotations['karpenter.sh/do-not-disrupt'], 'true');
+  t.equal(JSON.stringify(injected(inject(out, config)).pod), JSON.stringify(out), 'a fixpoint');
+});
