@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The package's one bin. Kept free of logic so it also runs far enough on an old Node to say so.
-import { COMMANDS, formatCliError, run } from '../lib/cli.ts';
+import { formatCliError } from '../lib/cli-errors.ts';
+import { COMMANDS, run } from '../lib/cli.ts';
 
 const argv = process.argv.slice(2);
 run(argv).then(

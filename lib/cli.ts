@@ -1,11 +1,12 @@
 // `workspace-sandbox <command>`: dispatch to the programs. Each program's module is loaded only
 // when its command runs, so `agent` does not pay for the webhook's dependencies.
+import { formatCliError, serverArgumentsProblem } from './cli-errors.ts';
 import { PRODUCT } from './constants.ts';
 import { VERSION } from './version.ts';
 
 export interface Command {
   summary: string;
-  /** Servers are configured by environment variables only: any argument but --help is refused here, the same way for all. */
+  /** Servers take no arguments but --help (see serverArgumentsProblem). */
   server: boolean;
   load: () => Promise<{ main: (argv: string[]) => Promise<number | void> }>;
 }
@@ -18,14 +19,6 @@ export const COMMANDS: Record<string, Command> = {
   gateway: { summary: 'the egress gateway (CONNECT with the sidecar\'s projected token, SSRF guard, ceiling)', server: true, load: () => import('../gateway/main.ts') },
   agent: { summary: 'the workspace agent (/health, /execute, /files over TCP or a Unix socket)', server: true, load: () => import('../agent/main.ts') },
 };
-
-/** The one shape of every error line: `workspace-sandbox <command>: <CODE>: <message>`. */
-export function formatCliError(command: string | undefined, err: unknown): string {
-  const e = err as { code?: unknown; message?: unknown } | null;
-  const code = typeof e?.code === 'string' && e.code.startsWith('WS_ERR_') ? e.code : 'WS_ERR_INTERNAL';
-  const message = typeof e?.message === 'string' ? e.message : String(err);
-  return `${PRODUCT}${command ? ` ${command}` : ''}: ${code}: ${message}`;
-}
 
 const MIN_NODE_MAJOR = 24;
 
@@ -70,10 +63,9 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(`${VERSION}\n`);
     return 0;
   }
-  const help = rest.includes('--help') || rest.includes('-h');
-  if (command.server && !help && rest.length > 0) {
-    const message = `unexpected argument '${rest[0]}': the ${name} is configured by environment variables (see '${PRODUCT} ${name} --help')`;
-    process.stderr.write(`${formatCliError(name, { code: 'WS_ERR_USAGE', message })}\n`);
+  const problem = command.server ? serverArgumentsProblem(name, rest) : undefined;
+  if (problem) {
+    process.stderr.write(`${problem}\n`);
     return 2;
   }
   const mod = await command.load();

@@ -32,22 +32,27 @@ const MIN_NODE_MAJOR = 24;
 
 /**
  * The executable's entry: argv after the binary name go to the agent's main(), as after
- * `workspace-sandbox agent`; `--version` answers without starting anything. Kept here rather than
- * in a file of its own so the repository typechecks before agent/main.ts exists.
+ * `workspace-sandbox agent`, with the same argument checks and error lines; `--version` answers
+ * without starting anything. Kept here rather than in a file of its own so the repository
+ * typechecks before agent/main.ts exists.
  */
 const ENTRY = `
 import { main } from './agent/main.ts';
-import { PRODUCT } from './lib/constants.ts';
+import { formatCliError, serverArgumentsProblem } from './lib/cli-errors.ts';
 import { VERSION } from './lib/version.ts';
 
 const args = process.argv.slice(2);
-if (args[0] === '--version' || args[0] === '-v') {
+const problem = serverArgumentsProblem('agent', args);
+if (args.includes('--version') || args[0] === '-v') {
   process.stdout.write(VERSION + '\\n');
+} else if (problem) {
+  process.stderr.write(problem + '\\n');
+  process.exitCode = 2;
 } else {
   main(args).then(
     (code) => { if (typeof code === 'number' && code !== 0) process.exitCode = code; },
     (err) => {
-      process.stderr.write(PRODUCT + ' agent: ' + (err && err.code ? err.code + ': ' : '') + (err && err.message ? err.message : String(err)) + '\\n');
+      process.stderr.write(formatCliError('agent', err) + '\\n');
       process.exitCode = 1;
     },
   );

@@ -1,7 +1,7 @@
 // `workspace-sandbox guard [--config FILE]`: prints the ValidatingAdmissionPolicy and its binding
 // built from the rule table for an injection config (the manifests hold this output).
 import type { Writable } from 'node:stream';
-import { formatCliError } from '../lib/cli.ts';
+import { formatCliError } from '../lib/cli-errors.ts';
 import { PRODUCT } from '../lib/constants.ts';
 import { DEFAULT_INJECTION_CONFIG, loadInjectionConfigFile } from './config.ts';
 import { guardYaml } from './guard.ts';

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { parseArgs as parseArgv } from 'node:util';
 import { parseAllDocuments, stringify } from 'yaml';
-import { formatCliError } from '../lib/cli.ts';
+import { formatCliError } from '../lib/cli-errors.ts';
 import { PRODUCT } from '../lib/constants.ts';
 import { DEFAULT_INJECTION_CONFIG, loadInjectionConfigFile, type InjectionConfig } from './config.ts';
 import { inject, type InjectResult, type Json } from './inject.ts';
