@@ -304,6 +304,13 @@ export class Workspace {
   async #createSymlink(shown: string, rel: string[], linkpath: string): Promise<void> {
     if (linkpath === '' || linkpath.includes('\0')) throw new WorkspaceSandboxError('WS_ERR_INVALID_TAR', `invalid tar upload: symlink ${JSON.stringify(shown)} has no target`);
     if (linkpath.startsWith('/')) throw escape(shown, `is a symlink to the absolute path ${JSON.stringify(linkpath)}`);
+    // `..` only at the start: after a name it climbs out of whatever that name resolves to, which a
+    // link (`k/up -> ..`, then `k/esc -> up/..`) makes a different place than the text says.
+    const parts = linkpath.split('/').filter((p) => p !== '' && p !== '.');
+    const firstName = parts.findIndex((p) => p !== '..');
+    if (firstName !== -1 && parts.lastIndexOf('..') > firstName) {
+      throw escape(shown, `is a symlink to ${JSON.stringify(linkpath)}: ".." after a name could climb out through another link`);
+    }
     const dir = await this.#walkDirs(shown, rel.slice(0, -1), true);
     // The target, resolved from where the link lives, must stay inside (lexically here; every
     // later use of the link is resolved and checked again).

@@ -3,7 +3,9 @@
 // no files read relative to the source.
 import { lstatSync, unlinkSync } from 'node:fs';
 import { PRODUCT } from '../lib/constants.ts';
+import { installProcessSafetyNet } from '../lib/guard.ts';
 import { createLogger } from '../lib/log.ts';
+import { createMetricsRegistry } from '../lib/metrics.ts';
 import { exitOnSignals, listen } from '../lib/server.ts';
 import { AGENT_ENV_HELP, loadAgentConfig, SOCKET_MODE } from './config.ts';
 import { becomeReaperIfPid1 } from './init-reaper.ts';
@@ -43,7 +45,11 @@ export async function main(argv: string[]): Promise<number | void> {
   const config = loadAgentConfig();
   const logger = createLogger({ name: 'agent', level: config.logLevel, secrets: config.token ? [config.token] : [] });
   becomeReaperIfPid1(config.initReaper, logger);
-  const agent = createAgentServer(config, { logger });
+  const registry = createMetricsRegistry({ program: 'agent' });
+  // An error that escaped every handler guard is logged and counted (uncaught_errors_total): the
+  // agent is the workspace container's main process, and its exit restarts the workspace.
+  installProcessSafetyNet({ logger, registry });
+  const agent = createAgentServer(config, { logger, registry });
   const target = config.listen.mode === 'tcp'
     ? { port: config.listen.port, host: config.listen.host }
     : { path: config.listen.path, mode: SOCKET_MODE };

@@ -6,7 +6,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { AGENT_PATHS } from '../lib/constants.ts';
-import { errorBody, toWorkspaceSandboxError, WorkspaceSandboxError } from '../lib/errors.ts';
+import type { Registry } from 'prom-client';
+import { errorBody, isWorkspaceSandboxError, toWorkspaceSandboxError, WorkspaceSandboxError } from '../lib/errors.ts';
+import { createGuard } from '../lib/guard.ts';
+import { createMetricsRegistry, metricsHandler } from '../lib/metrics.ts';
 import { readBody } from '../lib/http.ts';
 import { createShutdown, type Shutdown } from '../lib/server.ts';
 import { VERSION } from '../lib/version.ts';
@@ -35,6 +38,8 @@ export interface AgentServer {
 
 export interface AgentDeps {
   logger: Logger;
+  /** Where the agent's metrics go (GET /metrics); a private registry when absent. */
+  registry?: Registry;
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}): void {
@@ -112,6 +117,10 @@ function processIsolation(setting: AgentConfig['processIsolation'], logger: Logg
 
 export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentServer {
   const { logger } = deps;
+  const registry = deps.registry ?? createMetricsRegistry({ program: 'agent', defaultMetrics: false });
+  // Every request runs under the guard: an unexpected error is logged with a stable code, counted
+  // (unexpected_errors_total), answered 500 or its connection closed, and the agent keeps serving.
+  const guard = createGuard({ logger, registry });
   const workspace = new Workspace(config.workspaceRoot);
   const schema = executeRequestSchema(config);
   const startedAt = Date.now();
@@ -362,6 +371,10 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
     if (!(await authorized(req))) {
       throw new WorkspaceSandboxError('WS_ERR_UNAUTHORIZED', 'a valid bearer token is required');
     }
+    if (pathname === AGENT_PATHS.metrics) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') throw methodNotAllowed(res, 'GET');
+      return metricsHandler(registry)(req, res);
+    }
     if (pathname === AGENT_PATHS.execute) {
       if (req.method !== 'POST') throw methodNotAllowed(res, 'POST');
       return execute(req, res);
@@ -378,15 +391,21 @@ export function createAgentServer(config: AgentConfig, deps: AgentDeps): AgentSe
     // Streaming frames are ~90 KB (64 KiB of output in base64): a larger buffer saves a pause and
     // resume of the command's pipes per frame.
     highWaterMark: 1024 * 1024,
-  }, (req, res) => {
-    handle(req, res).catch((err: unknown) => {
+  }, guard.wrap('agent.request', async (req: IncomingMessage, res: ServerResponse) => {
+    try {
+      await handle(req, res);
+    } catch (err) {
       const e = toWorkspaceSandboxError(err);
-      if (e.status >= 500) logger.error({ err, method: req.method, path: req.url?.split('?')[0] }, 'request failed');
+      // Refusals are ours (typed); anything else is a bug: logged with WS_ERR_INTERNAL and counted.
+      if (!isWorkspaceSandboxError(err) || e.code === 'WS_ERR_INTERNAL') guard.report('agent.request', err, { method: req.method, path: req.url?.split('?')[0] });
       const headers: Record<string, string | number> = e.code === 'WS_ERR_TOO_MANY_REQUESTS' ? { 'retry-after': RETRY_AFTER_S } : {};
       if (e.code === 'WS_ERR_UNAUTHORIZED') headers['www-authenticate'] = 'Bearer realm="workspace-sandbox-agent"';
-      void sendError(req, res, e, headers);
-    });
-  });
+      await sendError(req, res, e, headers);
+    }
+  }, (_err, _req, res) => {
+    if (res.headersSent) return void res.destroy();
+    sendJson(res, 500, errorBody(new WorkspaceSandboxError('WS_ERR_INTERNAL', 'internal error')), { connection: 'close' });
+  }));
 
   const shutdown = createShutdown({
     servers: [server],

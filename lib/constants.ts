@@ -39,7 +39,7 @@ export const CA_BUNDLE_FILE = 'ca-bundle.crt';
 
 export const WEBHOOK_PATHS = Object.freeze({ mutate: '/mutate', healthz: '/healthz', readyz: '/readyz', metrics: '/metrics' });
 export const PROXY_ADMIN_PATHS = Object.freeze({ healthz: '/healthz', readyz: '/readyz', metrics: '/metrics', rules: '/rules' });
-export const AGENT_PATHS = Object.freeze({ health: '/health', execute: '/execute', files: '/files' });
+export const AGENT_PATHS = Object.freeze({ health: '/health', execute: '/execute', files: '/files', metrics: '/metrics' });
 /** The workspace directory of the workspace container: the agent's default cwd and the root of `/files`. */
 export const WORKSPACE_ROOT = '/workspace';
 /** The agent's Unix socket in the local Docker mode (`AGENT_LISTEN_MODE=uds`). */

@@ -1,4 +1,5 @@
 // `workspace-sandbox webhook`: load config, wire, listen, handle SIGTERM. Wiring is in server.ts.
+import { installProcessSafetyNet } from '../lib/guard.ts';
 import { createLogger } from '../lib/log.ts';
 import { exitOnSignals } from '../lib/server.ts';
 import { PRODUCT, WEBHOOK_PATHS } from '../lib/constants.ts';
@@ -28,6 +29,8 @@ export async function main(argv: string[]): Promise<number | void> {
   const config = loadWebhookConfig();
   const logger = createLogger({ name: 'webhook', level: config.env.LOG_LEVEL });
   const webhook = createWebhookServer({ env: config.env, injection: config.injection, logger });
+  // An error that escaped every handler guard is logged and counted (uncaught_errors_total), not a restart.
+  installProcessSafetyNet({ logger, registry: webhook.registry });
   const { webhook: addr, metrics } = await webhook.listen();
   logger.info({ version: VERSION, webhook: addr.display, metrics: metrics.display, configHash: configHash(config.injection), configFile: config.env.WEBHOOK_CONFIG_FILE ?? null }, 'webhook listening');
   exitOnSignals(webhook.shutdown, logger);

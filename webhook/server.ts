@@ -4,6 +4,7 @@
 // here is paid by every Pod creation in the cluster.
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { isWorkspaceSandboxError } from '../lib/errors.ts';
+import { createGuard } from '../lib/guard.ts';
 import { readBody } from '../lib/http.ts';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Registry } from 'prom-client';
@@ -112,7 +113,15 @@ export function createWebhookServer(options: WebhookServerOptions): WebhookServe
   let keyPairWatcher: KeyPairWatcher | undefined;
   let devCaPem: string | undefined;
   let server: HttpsServer;
-  const handler = (req: IncomingMessage, res: ServerResponse) => void handle(req, res);
+  // Every listener runs under the guard: an error nobody expected (a bug) is logged with the stable
+  // code WS_ERR_INTERNAL, counted (unexpected_errors_total{where}), answered 500 or its socket
+  // closed, and the webhook keeps serving every other review.
+  const guard = createGuard({ logger, registry });
+  const fail500 = (_err: unknown, _req: IncomingMessage, res: ServerResponse) => {
+    if (res.headersSent) return void res.destroy();
+    send(res, 500, JSON.stringify(toReview(erroredResponse('', 500, 'internal error'))), 'application/json', true);
+  };
+  const handler = guard.wrap('webhook.request', (req: IncomingMessage, res: ServerResponse) => handle(req, res), fail500);
   if (env.TLS_CERT_FILE && env.TLS_KEY_FILE) {
     keyPairWatcher = new KeyPairWatcher({ certFile: env.TLS_CERT_FILE, keyFile: env.TLS_KEY_FILE }, { pollIntervalMs: env.RELOAD_POLL_INTERVAL_MS, debounceMs: options.reloadDebounceMs ?? 50 });
     server = createHttpsServer({}, handler);
@@ -133,10 +142,10 @@ export function createWebhookServer(options: WebhookServerOptions): WebhookServe
   // The API server keeps connections alive; a short idle timeout only costs it handshakes.
   server.keepAliveTimeout = 65_000;
 
-  const metricsServer = createHttpServer((req, res) => {
-    if ((req.url ?? '').split('?')[0] === WEBHOOK_PATHS.metrics) return void metricsHandler(registry)(req, res);
+  const metricsServer = createHttpServer(guard.wrap('webhook.metrics', (req: IncomingMessage, res: ServerResponse) => {
+    if ((req.url ?? '').split('?')[0] === WEBHOOK_PATHS.metrics) return metricsHandler(registry)(req, res);
     send(res, 404, 'not found\n', 'text/plain');
-  });
+  }, (_err, _req, res) => (res.headersSent ? res.destroy() : send(res, 500, 'internal error\n', 'text/plain', true))));
 
   const shutdown = createShutdown({
     servers: [server, metricsServer],
@@ -213,7 +222,7 @@ export function createWebhookServer(options: WebhookServerOptions): WebhookServe
       finish(res, started, 200, outcome.response, { request: decoded.request, result: outcome.result, reason: outcome.reason, patchOps: outcome.patchOps });
     } catch (err) {
       // A bug, not a bad request: answer with a reason (the API server applies failurePolicy).
-      logger.error({ err }, 'admission review failed');
+      guard.report('webhook.review', err);
       if (!res.headersSent) finish(res, started, 500, erroredResponse('', 500, `internal error: ${(err as Error).message}`), { result: 'error', reason: 'internal', patchOps: 0 });
       else res.destroy();
     }

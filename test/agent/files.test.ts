@@ -238,3 +238,44 @@ t.test('an invalid tar upload is refused with the connection kept usable (the bo
   t.equal(res.json<{ error: { code: string } }>().error.code, 'WS_ERR_INVALID_TAR');
   t.not(res.headers.connection, 'close', 'the rest of the body was read, so the connection stays open');
 });
+
+// Issue 13 item 8: `k/up -> ..` passes the check (it stays inside), and so did `k/esc -> up/..`,
+// which the text resolves to `k` but the file system to the root's parent, through `up`.
+t.test('tar upload: a symlink chain climbing out through another link is refused, in either order', async (t) => {
+  const a = await startAgent();
+  t.teardown(a.close);
+  const post = (members: Parameters<typeof pythonTar>[0]) => call(a.target, '/files/', { method: 'POST', body: pythonTar(members), headers: { 'content-type': 'application/x-tar' } });
+  for (const [name, members] of [
+    ['link first', [{ name: 'k/up', type: 'symlink', linkname: '..' }, { name: 'k/esc', type: 'symlink', linkname: 'up/..' }]],
+    ['link last', [{ name: 'k/esc', type: 'symlink', linkname: 'up/..' }, { name: 'k/up', type: 'symlink', linkname: '..' }]],
+    ['deeper', [{ name: 'k/a/up', type: 'symlink', linkname: '../..' }, { name: 'k/a/esc', type: 'symlink', linkname: 'up/x/../..' }]],
+  ] as [string, Parameters<typeof pythonTar>[0]][]) {
+    const r = await post(members);
+    t.equal(r.status, 400, `${name}: 400`);
+    t.equal(code(r), 'WS_ERR_PATH_ESCAPE', `${name}: WS_ERR_PATH_ESCAPE`);
+  }
+  t.notOk(existsSync(join(a.root, 'k/esc')), 'no escaping link was made');
+  const ok = await post([{ name: 'j/up', type: 'symlink', linkname: '..' }, { name: 'j/sib', type: 'symlink', linkname: '../j/up' }, { name: 'j/f', type: 'symlink', linkname: './x/y' }]);
+  t.equal(ok.status, 200, 'leading .. and plain names stay accepted');
+});
+
+// Issue 13 item 9: a name longer than the file system takes was an ENAMETOOLONG from deep inside,
+// answered 500.
+t.test('very long names answer 400, not 500, on every /files operation', async (t) => {
+  const a = await startAgent();
+  t.teardown(a.close);
+  const long = 'n'.repeat(256);
+  const deep = `${'d/'.repeat(2100)}f`;
+  for (const [what, path] of [['a 256-byte name', long], ['a 4 KiB path', deep], ['a long parent', `${long}/f`]]) {
+    for (const method of ['GET', 'PUT', 'DELETE']) {
+      const r = await call(a.target, `/files/${path}`, { method, ...(method === 'PUT' ? { body: 'x' } : {}) });
+      t.equal(r.status, 400, `${method} ${what}: 400`);
+      t.equal(code(r), 'WS_ERR_VALIDATION');
+    }
+    const list = await call(a.target, `/files/${path}?list`);
+    t.equal(list.status, 400, `list ${what}: 400`);
+  }
+  const tar = await call(a.target, '/files/', { method: 'POST', body: pythonTar([{ name: `x/${long}`, data: 'x' }]), headers: { 'content-type': 'application/x-tar' } });
+  t.equal(tar.status, 400, 'tar entry with a long name: 400');
+  t.equal(code(tar), 'WS_ERR_VALIDATION');
+});
