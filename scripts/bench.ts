@@ -9,6 +9,7 @@ const BENCHES = [
   { name: 'webhook', file: 'test/bench/webhook.ts', peers: [] },
   { name: 'agent', file: 'test/bench/agent.ts', peers: ['socat'] },
   { name: 'proxy', file: 'test/bench/proxy.ts', peers: ['squid', 'tinyproxy'] },
+  { name: 'gateway', file: 'test/bench/gateway.ts', peers: ['squid'] },
   { name: 'intercept', file: 'test/bench/intercept.ts', peers: ['mitmdump'] },
   { name: 'sdk', file: 'test/bench/sdk.ts', peers: [] },
   { name: 'programs', file: 'test/bench/programs.ts', peers: [] },
