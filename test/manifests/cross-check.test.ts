@@ -7,7 +7,7 @@ import { basename, dirname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import {
   ANNOTATION_RUNTIME, CONTAINER_PROXY, GATEWAY_AUDIENCE, GATEWAY_NAMESPACE, GATEWAY_SERVICE, LABEL_INJECTION, LABEL_INJECTION_ENABLED, NAMESPACES, NODE_LABEL_GVISOR, PORTS,
-  POD_IDENTITY_AGENT, PRIORITY_CLASS_OVERPROVISIONING, PRIORITY_CLASS_WORKSPACE, POD_TOKEN_PUBLIC_KEYS_CONFIGMAP, POD_TOKEN_PUBLIC_KEYS_KEY, RUNTIME_CLASS_GVISOR,
+  POD_IDENTITY_AGENT, PRIORITY_CLASS_OVERPROVISIONING, PRIORITY_CLASS_WORKSPACE, POD_TOKEN_PUBLIC_KEYS_CONFIGMAP, POD_TOKEN_PUBLIC_KEYS_KEY, SERVICE_ACCOUNT_WORKSPACE, RUNTIME_CLASS_GVISOR,
   RUNTIME_CLASS_RUNC, SERVICE_ACCOUNT_BACKEND, WEBHOOK_PATHS, WEBHOOK_SERVICE,
 } from '../../lib/constants.ts';
 import { VERSION } from '../../lib/version.ts';
@@ -125,6 +125,9 @@ for (const overlay of OVERLAYS) {
       t.same(runtimes, { local: [RUNTIME_CLASS_RUNC], staging: [RUNTIME_CLASS_GVISOR, RUNTIME_CLASS_RUNC], prod: [RUNTIME_CLASS_GVISOR] }[overlay]);
       if (overlay === 'prod') t.notOk(objs.some((o) => o.kind === 'RuntimeClass' && o.metadata.name === RUNTIME_CLASS_RUNC), 'no runc RuntimeClass in prod');
       t.equal(config.sidecar.rulesTokenSecret, null, '/rules takes per-pod tokens');
+      // The ServiceAccount of the Pod Identity association (infra/), its token never mounted.
+      const sa = find<Json>(objs, 'ServiceAccount', SERVICE_ACCOUNT_WORKSPACE, NAMESPACES.sandboxes);
+      t.equal(sa.automountServiceAccountToken, false);
       t.same(config.podTokens, { publicKeysConfigMap: POD_TOKEN_PUBLIC_KEYS_CONFIGMAP, key: POD_TOKEN_PUBLIC_KEYS_KEY }, 'the agent and /rules require per-pod tokens');
       t.notOk(/:latest$|^[^:]+$/.test(config.sidecar.image), 'the sidecar image has a tag, not latest');
 

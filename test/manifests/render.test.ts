@@ -33,7 +33,7 @@ const EVERYWHERE = [
   'NetworkPolicy workspace-sandbox-egress/default-deny', 'NetworkPolicy workspace-sandbox-egress/allow-workspace-ingress',
   'NetworkPolicy workspace-sandbox-egress/allow-dns', 'NetworkPolicy workspace-sandbox-egress/allow-kube-apiserver',
   'NetworkPolicy workspace-sandbox-egress/allow-public-egress',
-  'NetworkPolicy sandboxes/allow-backend-ingress', 'ResourceQuota sandboxes/workspaces', 'LimitRange sandboxes/workspaces',
+  'NetworkPolicy sandboxes/allow-backend-ingress', 'ServiceAccount sandboxes/workspace-sandbox-workspace', 'ResourceQuota sandboxes/workspaces', 'LimitRange sandboxes/workspaces',
 ];
 
 /** Production is gVisor only: the runc fallback exists where an overlay says so. */
