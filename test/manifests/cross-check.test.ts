@@ -67,6 +67,12 @@ for (const overlay of OVERLAYS) {
       t.equal(c.readinessProbe.httpGet.path, WEBHOOK_PATHS.readyz);
       for (const p of [c.startupProbe, c.livenessProbe, c.readinessProbe]) t.same([p.httpGet.port, p.httpGet.scheme], [PORTS.webhook, 'HTTPS']);
       t.ok(c.lifecycle.preStop.sleep.seconds > 0, 'a preStop pause lets the Service drain');
+      t.equal(webhookDeployment(objs).spec.template.spec.priorityClassName, 'system-cluster-critical');
+      const np = find<Json>(objs, 'NetworkPolicy', WEBHOOK_SERVICE, NAMESPACES.system);
+      t.ok(selects(np.spec.podSelector, webhookDeployment(objs).spec.template.metadata.labels), 'the NetworkPolicy selects the webhook Pods');
+      t.same(np.spec.ingress.flatMap((r: Json) => r.ports.map((p: Json) => p.port)).sort(), [PORTS.webhook, PORTS.webhookMetrics].sort());
+      t.same([np.spec.policyTypes, np.spec.egress], [['Ingress', 'Egress'], []], 'no egress: the webhook opens no connection');
+      t.ok(webhookDeployment(objs).spec.template.spec.topologySpreadConstraints.some((s: Json) => s.topologyKey === 'topology.kubernetes.io/zone'), 'spread across zones');
       t.ok(webhookDeployment(objs).spec.template.spec.terminationGracePeriodSeconds > c.lifecycle.preStop.sleep.seconds);
 
       const metrics = find<Json>(objs, 'Service', `${WEBHOOK_SERVICE}-metrics`, NAMESPACES.system);

@@ -19,7 +19,7 @@ const EVERYWHERE = [
   'MutatingWebhookConfiguration workspace-sandbox',
   'ValidatingAdmissionPolicy workspace-sandbox-guard', 'ValidatingAdmissionPolicyBinding workspace-sandbox-guard',
   'Deployment workspace-sandbox-system/workspace-sandbox-webhook', 'Service workspace-sandbox-system/workspace-sandbox-webhook',
-  'Service workspace-sandbox-system/workspace-sandbox-webhook-metrics', 'PodDisruptionBudget workspace-sandbox-system/workspace-sandbox-webhook',
+  'Service workspace-sandbox-system/workspace-sandbox-webhook-metrics', 'PodDisruptionBudget workspace-sandbox-system/workspace-sandbox-webhook', 'NetworkPolicy workspace-sandbox-system/workspace-sandbox-webhook',
   'ServiceAccount workspace-sandbox-system/workspace-sandbox-webhook', 'ConfigMap workspace-sandbox-system/workspace-sandbox-injection',
   'ServiceAccount backend/workspace-sandbox-backend', 'Role sandboxes/workspace-sandbox-backend', 'RoleBinding sandboxes/workspace-sandbox-backend',
   'PriorityClass workspace', 'PriorityClass overprovisioning',
