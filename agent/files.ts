@@ -141,6 +141,24 @@ export class Workspace {
     return real;
   }
 
+  /**
+   * Where an opened file really is, from the kernel (/proc/self/fd): a directory swapped for a
+   * symlink between the checks and the open shows here as a path outside the root, and the
+   * operation is refused (`cleanup` first) instead of reading or writing outside.
+   */
+  async #openedInside(shown: string, handle: FileHandle, cleanup?: (outside: string) => Promise<unknown>): Promise<void> {
+    let real: string;
+    try {
+      real = await readlink(`/proc/self/fd/${handle.fd}`);
+    } catch {
+      return; // no /proc: the walk's checks are all there is
+    }
+    if (this.inside(real)) return;
+    await cleanup?.(real);
+    await handle.close();
+    throw escape(shown, 'was swapped for a path outside the workspace while it was opened');
+  }
+
   /** The last segment's own path and lstat (a final symlink is not followed); absent → 404. */
   async #lstatLast(path: string, segs: string[]): Promise<{ full: string; st: Stats }> {
     const dir = await this.#walkDirs(path, segs.slice(0, -1), false);
@@ -169,6 +187,7 @@ export class Workspace {
     if (stats.isDirectory()) throw conflict(path, 'is a directory; list it with ?list');
     if (!stats.isFile()) throw conflict(path, 'is not a regular file');
     const handle = await open(real, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+    await this.#openedInside(path, handle);
     const st = await handle.stat();
     if (!st.isFile()) {
       await handle.close();
@@ -219,6 +238,9 @@ export class Workspace {
     const handle = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
     let size = 0;
     try {
+      // The rename below names the temporary file through the same directory: if a swap carried
+      // the open outside, that name does not exist inside and the rename fails.
+      await this.#openedInside(path, handle, (outside) => unlink(outside).catch(() => {}));
       for await (const chunk of body) {
         size += chunk.length;
         if (size > options.maxBytes) {

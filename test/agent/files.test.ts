@@ -1,6 +1,7 @@
 import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, readdirSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { call, startAgent, tempDir } from './harness.ts';
@@ -278,4 +279,34 @@ t.test('very long names answer 400, not 500, on every /files operation', async (
   const tar = await call(a.target, '/files/', { method: 'POST', body: pythonTar([{ name: `x/${long}`, data: 'x' }]), headers: { 'content-type': 'application/x-tar' } });
   t.equal(tar.status, 400, 'tar entry with a long name: 400');
   t.equal(code(tar), 'WS_ERR_VALIDATION');
+});
+
+// Issue 13 item 8: a command swapping a directory and a symlink to outside the root in a loop made
+// reads return the outside file and writes land outside. The opened file's real location (from the
+// kernel, after the open) must be inside, so a swap that wins the race is refused instead.
+t.test('a racing swapper (directory <-> symlink to outside) never gets a read or a write outside the root', async (t) => {
+  const a = await startAgent();
+  t.teardown(a.close);
+  const outside = tempDir('ws-outside-');
+  writeFileSync(join(outside, 'secret.txt'), 'OUTSIDE');
+  mkdirSync(join(a.root, 'real'));
+  writeFileSync(join(a.root, 'real', 'secret.txt'), 'inside');
+  symlinkSync(outside, join(a.root, 'evil'));
+  // `sw` flips between the real directory and the link to outside as fast as mv can.
+  // A PUT that finds `sw` missing creates it as a directory: the loop then clears it and goes on.
+  const swapper = spawn('sh', ['-c', 'cd "$1"; while :; do [ -d real ] || mkdir real; [ -L evil ] || ln -s "$2" evil; mv -T real sw 2>/dev/null || rm -rf sw; mv -T sw real 2>/dev/null; mv -T evil sw 2>/dev/null || rm -rf sw; mv -T sw evil 2>/dev/null; done', 'sh', a.root, outside], { stdio: 'ignore' });
+  t.teardown(() => { swapper.kill('SIGKILL'); });
+  const seen = new Map<string, number>();
+  const deadline = Date.now() + 3000;
+  let writes = 0;
+  while (Date.now() < deadline) {
+    const r = await call(a.target, '/files/sw/secret.txt');
+    const key = r.status === 200 ? r.body.toString() : String(r.status);
+    seen.set(key, (seen.get(key) ?? 0) + 1);
+    await call(a.target, `/files/sw/w${writes++}.txt`, { method: 'PUT', body: 'x' });
+  }
+  swapper.kill('SIGKILL');
+  t.comment(`reads: ${JSON.stringify(Object.fromEntries(seen))}; writes tried: ${writes}`);
+  t.notOk(seen.has('OUTSIDE'), 'no read returned the outside file');
+  t.same(readdirSync(outside), ['secret.txt'], 'no write landed outside');
 });
