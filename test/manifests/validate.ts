@@ -1,6 +1,7 @@
 // Offline schema validation of rendered objects, in three layers:
-//  1. the kind's model from kubernetes-models / @kubernetes-models/{cert-manager,karpenter}
-//     (their generated validators check types, required fields, most enums and patterns);
+//  1. the kind's model from kubernetes-models / @kubernetes-models/{cert-manager,karpenter,
+//     argo-cd,prometheus-operator} (their generated validators check types, required fields,
+//     most enums and patterns);
 //  2. unknown fields: those validators accept any extra key (the API server would prune or
 //     reject it, so a typo such as `readOnlyRootFileSystem` silently does nothing). We run the
 //     same validator over a recording Proxy of the object: a generated validator reads every
@@ -26,6 +27,7 @@ import * as argoCd from '@kubernetes-models/argo-cd/argoproj.io/v1alpha1';
 import * as certManager from '@kubernetes-models/cert-manager/cert-manager.io/v1';
 import * as karpenterAws from '@kubernetes-models/karpenter/karpenter.k8s.aws/v1';
 import * as karpenter from '@kubernetes-models/karpenter/karpenter.sh/v1';
+import * as monitoring from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
 import type { K8sObject } from './render.ts';
 
 // `never`: each model's constructor takes its own data type; we hand it parsed YAML.
@@ -60,6 +62,9 @@ export const MODELS: Record<string, ModelClass> = {
   'karpenter.k8s.aws/v1/EC2NodeClass': karpenterAws.EC2NodeClass,
   'argoproj.io/v1alpha1/Application': argoCd.Application,
   'argoproj.io/v1alpha1/AppProject': argoCd.AppProject,
+  'monitoring.coreos.com/v1/ServiceMonitor': monitoring.ServiceMonitor,
+  'monitoring.coreos.com/v1/PodMonitor': monitoring.PodMonitor,
+  'monitoring.coreos.com/v1/PrometheusRule': monitoring.PrometheusRule,
 };
 
 /** Properties the models' schemas lose in generation, per kind (JSON pointer with `*` for indexes). */
