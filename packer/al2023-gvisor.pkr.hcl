@@ -48,16 +48,28 @@ variable "gvisor_release" {
   }
 }
 
+# Required: a build without the reviewed digests fails here, and again in install-gvisor.sh.
+# The empty default keeps `packer inspect` and syntax checks working without them.
 variable "gvisor_runsc_sha512" {
   type        = string
-  description = "Optional pin of runsc's SHA-512 for gvisor_release and architecture (recorded when the release was reviewed)."
+  description = "Pin of runsc's SHA-512 for gvisor_release and architecture (recorded when the release was reviewed)."
   default     = ""
+
+  validation {
+    condition     = can(regex("^[0-9a-fA-F]{128}$", var.gvisor_runsc_sha512))
+    error_message = "The gvisor_runsc_sha512 must be the reviewed runsc's SHA-512 (128 hex digits) for this release and architecture."
+  }
 }
 
 variable "gvisor_shim_sha512" {
   type        = string
-  description = "Optional pin of containerd-shim-runsc-v1's SHA-512 for gvisor_release and architecture."
+  description = "Pin of containerd-shim-runsc-v1's SHA-512 for gvisor_release and architecture."
   default     = ""
+
+  validation {
+    condition     = can(regex("^[0-9a-fA-F]{128}$", var.gvisor_shim_sha512))
+    error_message = "The gvisor_shim_sha512 must be the reviewed containerd-shim-runsc-v1's SHA-512 (128 hex digits) for this release and architecture."
+  }
 }
 
 variable "source_ami_owner" {

@@ -5,7 +5,8 @@ packer {
   required_version = ">= 1.10.0"
   required_plugins {
     amazon = {
-      version = ">= 1.3.0"
+      # Bounded: a new major version of the plugin is adopted by a reviewed change here.
+      version = ">= 1.3.0, < 2.0.0"
       source  = "github.com/hashicorp/amazon"
     }
   }

@@ -12,10 +12,11 @@
 #                     (tests point it at a local server)
 #   INSTALL_PREFIX    default /usr/local (binaries go to $INSTALL_PREFIX/bin, on containerd's PATH)
 #   GVISOR_RUNSC_SHA512, GVISOR_SHIM_SHA512
-#                     optional pins: the published checksum must also equal these. The .sha512
-#                     files come from the same bucket as the binaries, so on their own they prove
-#                     an intact download, not an authentic one; a pin recorded when the release
-#                     was reviewed proves both.
+#                     required pins (128 hex digits, for this release and architecture): the
+#                     published checksum must equal these. The .sha512 files come from the same
+#                     bucket as the binaries, so on their own they prove an intact download, not
+#                     an authentic one; a pin recorded when the release was reviewed proves both.
+#                     A build without them fails before any download.
 set -euo pipefail
 
 log() { printf 'install-gvisor: %s\n' "$*" >&2; }
@@ -32,6 +33,15 @@ case "$arch" in
   *) die "unsupported architecture '$arch' (gVisor publishes x86_64 and aarch64)" ;;
 esac
 
+# require_pin NAME: the variable holds a SHA-512 (128 hex digits).
+require_pin() {
+  local value="${!1:-}"
+  [[ -n "$value" ]] || die "$1 is not set: pin the reviewed SHA-512 of this release and architecture (packer/README.md)"
+  [[ "$value" =~ ^[0-9a-fA-F]{128}$ ]] || die "$1 is not a SHA-512 (128 hex digits)"
+}
+require_pin GVISOR_RUNSC_SHA512
+require_pin GVISOR_SHIM_SHA512
+
 base_url="${GVISOR_BASE_URL:-https://storage.googleapis.com/gvisor/releases/release}"
 prefix="${INSTALL_PREFIX:-/usr/local}"
 url="${base_url%/}/${release}/${arch}"
@@ -45,13 +55,13 @@ fetch() {
     --output "$2" "$1" || die "download of $1 failed"
 }
 
-# verify FILE [PIN]: FILE.sha512 holds "<128 hex digits>  <name>" (sha512sum's format).
+# verify FILE PIN: FILE.sha512 holds "<128 hex digits>  <name>" (sha512sum's format).
 verify() {
-  local file="$1" pin="${2:-}" expected actual
+  local file="$1" pin="$2" expected actual
   read -r expected _ < "$workdir/$file.sha512" || die "$file.sha512 is empty"
   expected="${expected,,}"
   [[ "$expected" =~ ^[0-9a-f]{128}$ ]] || die "$file.sha512 does not hold a SHA-512 digest"
-  if [[ -n "$pin" && "$expected" != "${pin,,}" ]]; then
+  if [[ "$expected" != "${pin,,}" ]]; then
     die "$file: published checksum $expected differs from the pinned $pin"
   fi
   actual="$(sha512sum "$workdir/$file" | cut -d' ' -f1)"
@@ -66,8 +76,8 @@ for bin in "${binaries[@]}"; do
   fetch "$url/$bin.sha512" "$workdir/$bin.sha512"
 done
 
-verify runsc "${GVISOR_RUNSC_SHA512:-}"
-verify containerd-shim-runsc-v1 "${GVISOR_SHIM_SHA512:-}"
+verify runsc "$GVISOR_RUNSC_SHA512"
+verify containerd-shim-runsc-v1 "$GVISOR_SHIM_SHA512"
 
 # Only now, with both verified, touch the target: install under a temporary name in the same
 # directory, then rename, so a reader never sees a half-written binary.

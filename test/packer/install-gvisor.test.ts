@@ -27,6 +27,14 @@ interface Bucket {
   baseUrl: string;
   /** Paths requested, in order. */
   requests: string[];
+  /** The pins a reviewer would have recorded: the published digests (or, where one is malformed, the binary's). */
+  pins: { GVISOR_RUNSC_SHA512: string; GVISOR_SHIM_SHA512: string };
+}
+
+function pinOf(files: Record<string, string>, name: string): string {
+  const path = Object.keys(files).find((p) => p.endsWith(`/${name}`))!;
+  const published = (files[`${path}.sha512`] ?? '').split(' ')[0]!;
+  return /^[0-9a-f]{128}$/.test(published) ? published : sha512(files[path]!);
 }
 
 /** Serves `files` (path under /release → body) and 404 for everything else. */
@@ -44,7 +52,8 @@ async function startBucket(t: TeardownHost, files: Record<string, string>): Prom
   });
   const { url } = await listenLocal(server);
   t.teardown(() => closeServer(server));
-  return { server, baseUrl: `${url}/release`, requests };
+  const pins = { GVISOR_RUNSC_SHA512: pinOf(files, 'runsc'), GVISOR_SHIM_SHA512: pinOf(files, 'containerd-shim-runsc-v1') };
+  return { server, baseUrl: `${url}/release`, requests, pins };
 }
 
 function release(arch: string, opts: { runsc?: string; shim?: string; runscSum?: string; shimSum?: string } = {}): Record<string, string> {
@@ -91,7 +100,7 @@ t.test('a release with good checksums is downloaded for the mapped architecture,
   const bucket = await startBucket(t, files);
   const prefix = tempPrefix(t);
   // arm64 is the packer/EKS spelling; gVisor's bucket calls it aarch64.
-  const r = await runScript({ GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'arm64', GVISOR_BASE_URL: bucket.baseUrl, INSTALL_PREFIX: prefix });
+  const r = await runScript({ GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'arm64', GVISOR_BASE_URL: bucket.baseUrl, ...bucket.pins, INSTALL_PREFIX: prefix });
   t.equal(r.code, 0, r.stderr);
   t.same(installed(prefix), ['containerd-shim-runsc-v1', 'runsc']);
   for (const name of ['runsc', 'containerd-shim-runsc-v1']) {
@@ -110,7 +119,7 @@ t.test('matching SHA-512 pins are accepted', async (t) => {
   const bucket = await startBucket(t, files);
   const prefix = tempPrefix(t);
   const r = await runScript({
-    GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, INSTALL_PREFIX: prefix,
+    GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, ...bucket.pins, INSTALL_PREFIX: prefix,
     GVISOR_RUNSC_SHA512: sha512(fakeRunsc(RELEASE)).toUpperCase(), GVISOR_SHIM_SHA512: sha512(FAKE_SHIM),
   });
   t.equal(r.code, 0, r.stderr);
@@ -121,7 +130,7 @@ t.test('a bad checksum aborts the build and installs nothing, not even the binar
   // runsc verifies; the shim's published digest is for other bytes.
   const bucket = await startBucket(t, release('x86_64', { shimSum: sha512('something else') }));
   const prefix = tempPrefix(t);
-  const r = await runScript({ GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, INSTALL_PREFIX: prefix });
+  const r = await runScript({ GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, ...bucket.pins, INSTALL_PREFIX: prefix });
   t.not(r.code, 0);
   t.match(r.stderr, /containerd-shim-runsc-v1: SHA-512 mismatch/);
   t.same(installed(prefix), [], 'nothing installed');
@@ -131,7 +140,7 @@ t.test('a corrupted download (right digest, wrong bytes) aborts', async (t) => {
   const good = fakeRunsc(RELEASE);
   const bucket = await startBucket(t, release('x86_64', { runsc: `${good}# tampered\n`, runscSum: sha512(good) }));
   const prefix = tempPrefix(t);
-  const r = await runScript({ GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, INSTALL_PREFIX: prefix });
+  const r = await runScript({ GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, ...bucket.pins, INSTALL_PREFIX: prefix });
   t.not(r.code, 0);
   t.match(r.stderr, /runsc: SHA-512 mismatch/);
   t.same(installed(prefix), []);
@@ -140,7 +149,7 @@ t.test('a corrupted download (right digest, wrong bytes) aborts', async (t) => {
 t.test('a checksum file that is not a SHA-512 digest aborts', async (t) => {
   const bucket = await startBucket(t, release('x86_64', { runscSum: '<html>oops</html>' }));
   const prefix = tempPrefix(t);
-  const r = await runScript({ GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, INSTALL_PREFIX: prefix });
+  const r = await runScript({ GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, ...bucket.pins, INSTALL_PREFIX: prefix });
   t.not(r.code, 0);
   t.match(r.stderr, /does not hold a SHA-512 digest/);
   t.same(installed(prefix), []);
@@ -150,7 +159,7 @@ t.test('a pin that differs from the published checksum aborts', async (t) => {
   const bucket = await startBucket(t, release('x86_64'));
   const prefix = tempPrefix(t);
   const r = await runScript({
-    GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, INSTALL_PREFIX: prefix,
+    GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, ...bucket.pins, INSTALL_PREFIX: prefix,
     GVISOR_RUNSC_SHA512: sha512('the reviewed runsc'),
   });
   t.not(r.code, 0);
@@ -163,7 +172,7 @@ t.test('a missing checksum file (HTTP 404) aborts', async (t) => {
   delete files[`/release/${RELEASE}/x86_64/runsc.sha512`];
   const bucket = await startBucket(t, files);
   const prefix = tempPrefix(t);
-  const r = await runScript({ GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, INSTALL_PREFIX: prefix });
+  const r = await runScript({ GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, ...bucket.pins, INSTALL_PREFIX: prefix });
   t.not(r.code, 0);
   t.match(r.stderr, /download of .*runsc\.sha512 failed/);
   t.same(installed(prefix), []);
@@ -172,12 +181,12 @@ t.test('a missing checksum file (HTTP 404) aborts', async (t) => {
 t.test('a runsc that reports another release fails the smoke test', async (t) => {
   const bucket = await startBucket(t, release('x86_64', { runsc: fakeRunsc('20240101.0') }));
   const prefix = tempPrefix(t);
-  const r = await runScript({ GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, INSTALL_PREFIX: prefix });
+  const r = await runScript({ GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, ...bucket.pins, INSTALL_PREFIX: prefix });
   t.not(r.code, 0);
   t.match(r.stderr, /reports a version other than 20250707\.0/);
 });
 
-t.test('unpinned or malformed releases and unknown architectures are refused before any download', async (t) => {
+t.test('unpinned or malformed releases, unknown architectures and empty or malformed SHA-512 pins are refused before any download', async (t) => {
   const bucket = await startBucket(t, release('x86_64'));
   const prefix = tempPrefix(t);
   for (const [env, why] of [
@@ -185,8 +194,13 @@ t.test('unpinned or malformed releases and unknown architectures are refused bef
     [{ GVISOR_RELEASE: '../../evil' }, /not a dated release/],
     [{}, /GVISOR_RELEASE is not set/],
     [{ GVISOR_RELEASE: RELEASE, GVISOR_ARCH: 'riscv64' }, /unsupported architecture/],
+    // A build without the reviewed digests fails (Packer passes an unset variable as "").
+    [{ GVISOR_RELEASE: RELEASE, GVISOR_RUNSC_SHA512: '' }, /GVISOR_RUNSC_SHA512 is not set/],
+    [{ GVISOR_RELEASE: RELEASE, GVISOR_SHIM_SHA512: '' }, /GVISOR_SHIM_SHA512 is not set/],
+    [{ GVISOR_RELEASE: RELEASE, GVISOR_RUNSC_SHA512: 'abc123' }, /GVISOR_RUNSC_SHA512 is not a SHA-512/],
+    [{ GVISOR_RELEASE: RELEASE, GVISOR_SHIM_SHA512: `${'a'.repeat(127)}g` }, /GVISOR_SHIM_SHA512 is not a SHA-512/],
   ] as const) {
-    const r = await runScript({ GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, INSTALL_PREFIX: prefix, ...env });
+    const r = await runScript({ GVISOR_ARCH: 'x86_64', GVISOR_BASE_URL: bucket.baseUrl, ...bucket.pins, INSTALL_PREFIX: prefix, ...env });
     t.not(r.code, 0, JSON.stringify(env));
     t.match(r.stderr, why);
   }

@@ -147,3 +147,22 @@ t.test('the manifests select what this template builds, and name the handler it 
   }).plugins['io.containerd.grpc.v1.cri']!.containerd.runtimes));
   for (const h of handlers.filter((h) => h !== 'runc')) t.ok(runtimes.includes(h as string), `RuntimeClass handler ${String(h)} is registered by the AMI`);
 });
+
+t.test('a build without the runsc SHA-512 pins fails the variables\' validation; the plugin version is bounded', async (t) => {
+  // Packer 1.6.6 cannot evaluate these blocks (see above): the condition is read from the
+  // template and evaluated with the same regular expression here; install-gvisor.test.ts proves
+  // the script refuses an empty pin on its own.
+  for (const name of ['gvisor_runsc_sha512', 'gvisor_shim_sha512']) {
+    const block = new RegExp(`variable "${name}" \\{[\\s\\S]*?\\n\\}\\n`).exec(template)?.[0] ?? '';
+    const cond = new RegExp(`condition += can\\(regex\\("([^"]+)", var\\.${name}\\)\\)`).exec(block);
+    t.ok(cond, `${name} has a validation block`);
+    const re = new RegExp(cond![1]!.replace(/\\\\/g, '\\'));
+    t.notOk(re.test(''), `${name}: the empty default is refused`);
+    t.notOk(re.test('f'.repeat(127)), `${name}: a short digest is refused`);
+    t.ok(re.test('0123456789abcdefABCDEF'.padEnd(128, '0')), `${name}: a SHA-512 is accepted`);
+    t.match(template, new RegExp(`"GVISOR_${name === 'gvisor_runsc_sha512' ? 'RUNSC' : 'SHIM'}_SHA512=\\$\\{var\\.${name}\\}"`), `${name} reaches install-gvisor.sh`);
+  }
+  const plugins = readFileSync(join(PACKER_DIR, 'plugins.pkr.hcl'), 'utf8');
+  const version = /amazon = \{[\s\S]*?version += "([^"]+)"/.exec(plugins)?.[1] ?? '';
+  t.match(version, /^>= \d+\.\d+\.\d+, < \d+\.\d+\.\d+$/, `the amazon plugin has a lower and an upper bound (${version})`);
+});
