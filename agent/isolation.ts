@@ -5,12 +5,16 @@
 // How: the command is spawned as `unshare --user --map-current-user --pid -- /bin/sh -c WRAPPER
 // cmd...`. unshare(2) with CLONE_NEWPID (no --fork) leaves the calling process where it is and puts
 // every process it creates afterwards in a new PID namespace. The wrapper's first child, the
-// holder, becomes that namespace's PID 1; the wrapper then execs the command, which thus stays the
-// agent's own child (libuv reports its exact exit code or signal) while each of its descendants,
-// however it detaches, is a member of the namespace. No member can leave it: setns(2) back into the
-// agent's namespace needs CAP_SYS_ADMIN over the user namespace that owns it, which a process in
-// the new user namespace never has (that is why the user namespace is there even for a root agent;
-// for a non-root agent it is also what allows creating the PID namespace at all).
+// holder, becomes that namespace's PID 1; its second is the command, a member like everything the
+// command starts, however it detaches. The wrapper itself cannot run the command by exec: a process
+// whose children's PID namespace differs from its own may not create threads (clone(2) refuses
+// CLONE_THREAD with EINVAL), so Node, Python threads, Java or Go would abort. It waits for the
+// command instead and ends the way the command ended (its exit status, or the same signal), so the
+// agent still reports the command's exit code or signal; a command that exits with 128+N by itself
+// reads as signal N. No member can leave the namespace: setns(2) back into the agent's needs
+// CAP_SYS_ADMIN over the user namespace that owns it, which a process in the new user namespace
+// never has (that is why the user namespace is there even for a root agent; for a non-root agent
+// it is also what allows creating the PID namespace at all).
 //
 // Ending a command: SIGTERM to its process group and SIGUSR1 to the holder, which sends SIGTERM to
 // every member (`kill -TERM -1` from inside); after the grace period SIGKILL to the holder: when a
@@ -37,9 +41,13 @@ export const WRAPPER_SHELL = '/bin/sh';
 export const WRAPPER_NAME = 'workspace-sandbox-exec';
 
 // $1.. is the command. `$$` is the wrapper's pid in the agent's namespace (the wrapper itself did not
-// move), the pid the holder watches in /proc. `$!` is the holder's pid in that namespace too: written
-// to fd 3 for the agent, which is closed before the command runs. The holder's `wait` is interrupted
-// by a trapped signal: USR1 (end every member), USR2 (the command is done: look again now).
+// move), the pid the holder watches in /proc: the wrapper lives exactly as long as the command. `$!`
+// is the holder's pid in that namespace too: written to fd 3 for the agent, which is closed before
+// the command runs. The holder's `wait` is interrupted by a trapped signal: USR1 (end every member),
+// USR2 (the command is done: look again now). The command gets the wrapper's stdin through fd 4 (an
+// asynchronous list's own stdin is /dev/null), and the wrapper lets go of it so the command alone
+// sees its end; termination signals reach the command through the process group,
+// and the wrapper only notes them and keeps waiting, so it ends with the command's real status.
 export const WRAPPER_SCRIPT = [
   'command_pid=$$',
   '(',
@@ -54,7 +62,21 @@ export const WRAPPER_SCRIPT = [
   ') &',
   'echo "$!" >&3',
   'exec 3>&-',
-  'exec "$@"',
+  "trap ':' TERM INT HUP QUIT",
+  'exec 4<&0',
+  '"$@" 0<&4 4<&- &',
+  'child=$!',
+  'exec 4<&- 0</dev/null',
+  'while :; do',
+  '  wait "$child"',
+  '  status=$?',
+  '  kill -0 "$child" 2>/dev/null || break',
+  'done',
+  'if [ "$status" -gt 128 ] && [ "$status" -lt 192 ]; then',
+  '  trap - TERM INT HUP QUIT',
+  '  kill -s "$(kill -l "$status")" $$ 2>/dev/null',
+  'fi',
+  'exit "$status"',
 ].join('\n');
 
 /** argv for spawning `file args` inside its own PID namespace (fd 3 must be a pipe to read the holder's pid from). */

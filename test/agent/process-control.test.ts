@@ -8,11 +8,14 @@ const pidsIn = (text: string) => text.split('\n').filter((l) => /^\d+$/.test(l))
 t.test('timeout ends the whole tree: group members, a TERM-ignoring process and a setsid escapee', async (t) => {
   const a = await startAgent({ AGENT_KILL_GRACE_MS: '300' });
   t.teardown(a.close);
+  // Each background process prints its own pid as the agent sees it (/proc is the agent's: a
+  // command in its own PID namespace would print a namespace-local pid with `$!`), then becomes sleep.
+  const selfPid = 'read -r p r </proc/self/stat; echo $p; exec sleep 100';
   const script = [
-    'sleep 100 & echo $!',
-    'setsid sleep 100 & echo $!', // new session and process group: only the exec-id sweep finds it
-    "setsid sh -c 'trap \"\" TERM; exec sleep 100' & echo $!", // escapee that ignores SIGTERM
-    "sh -c 'trap \"\" TERM; exec sleep 100' & echo $!", // group member that ignores SIGTERM
+    `sh -c '${selfPid}' &`,
+    `setsid sh -c '${selfPid}' &`, // new session and process group: only the exec-id sweep finds it
+    `setsid sh -c 'trap "" TERM; ${selfPid}' &`, // escapee that ignores SIGTERM
+    `sh -c 'trap "" TERM; ${selfPid}' &`, // group member that ignores SIGTERM
     'sleep 100',
   ].join('\n');
   const r = await call(a.target, '/execute', { body: { cmd: ['sh', '-c', script], timeoutMs: 400 } });
@@ -113,7 +116,26 @@ t.test('as PID 1 the agent hands PID 1 to a reaper: orphans are reaped, exit cod
 t.test('the zombie check can fail: without the reaper, PID 1 collects zombies', { skip: unshareOk ? false : 'unshare --pid needs root' }, async (t) => {
   const { target } = await pid1Agent(t, 'off');
   const run = async (cmd: string) => (await call(target, '/execute', { body: { cmd: ['sh', '-c', cmd] } })).json<{ stdout: string; exitCode: number }>();
-  t.equal((await run('echo $PPID')).stdout.trim(), '1', 'the agent is PID 1');
+  t.match((await run('tr "\\0" " " < /proc/1/cmdline')).stdout, / agent\b/, 'the agent is PID 1');
   await run('(sleep 0.1 &) ; exit 0');
   t.ok(await waitFor(async () => (await run(zombieScript)).stdout !== '', 10_000, 100), 'a zombie is there');
+});
+
+t.test('a multithreaded command runs in its PID namespace, and its exit code or signal is its own', async (t) => {
+  const a = await startAgent();
+  t.teardown(a.close);
+  const health = (await call(a.target, '/health')).json<{ processIsolation: string }>();
+  t.equal(health.processIsolation, 'pid-namespace', 'the isolation under test');
+  type Result = { exitCode: number | null; signal: string | null; stdout: string; stderr: string };
+  const run = async (cmd: string[]) => (await call(a.target, '/execute', { body: { cmd } })).json<Result>();
+  // Node creates its thread pool at start: a process that may not create threads aborts here.
+  const node = await run([process.execPath, '-e', 'new (require("node:worker_threads").Worker)("process.exit(0)", { eval: true }).on("exit", () => console.log("threads ok"))']);
+  t.equal(node.stdout.trim(), 'threads ok', node.stderr);
+  t.equal(node.exitCode, 0);
+  const code = await run(['sh', '-c', 'exit 7']);
+  t.same([code.exitCode, code.signal], [7, null]);
+  const signalled = await run(['sh', '-c', 'kill -USR1 $$']);
+  t.same([signalled.exitCode, signalled.signal], [null, 'SIGUSR1']);
+  const graceful = await run(['sh', '-c', "trap 'exit 3' TERM; kill -TERM $$; sleep 5 & wait"]);
+  t.same([graceful.exitCode, graceful.signal], [3, null], 'a command that handles SIGTERM reports its own exit');
 });

@@ -126,13 +126,16 @@ t.test("examples/workspace-base/entrypoint.sh seeds the workspace, makes the soc
   const skel = mkdtempSync(join(work, 'skel-'));
   writeFileSync(join(skel, 'hello.txt'), 'from the image\n');
   const socketPath = join(work, `sockets-${process.pid}`, 'nested', 'agent.sock');
+  // The command runs in a PID namespace of its own, under a wrapper the agent spawned: the parent of
+  // its parent, read from /proc (the agent's view, so real pids), is the agent.
+  const PARENT_OF_WRAPPER = 'cat hello.txt; read -r _ _ _ w _ </proc/self/stat; read -r _ _ _ a _ </proc/$w/stat; echo $a';
   const agent = start(ENTRYPOINT, {
     WORKSPACE_AGENT_BIN: join(dir, 'workspace-agent'), WORKSPACE_SKELETON: skel,
     AGENT_LISTEN_MODE: 'uds', AGENT_SOCKET: socketPath, AGENT_WORKSPACE_ROOT: workspace,
   }, dir);
   t.teardown(() => { agent.child.kill('SIGKILL'); });
   await waitForAnswer('http://agent/health', { socketPath, alive: agent.alive, output: agent.output });
-  const r = await fetchText('http://agent/execute', { socketPath, method: 'POST', headers: json(), body: JSON.stringify({ cmd: ['sh', '-c', 'cat hello.txt; echo $PPID'] }) });
+  const r = await fetchText('http://agent/execute', { socketPath, method: 'POST', headers: json(), body: JSON.stringify({ cmd: ['sh', '-c', PARENT_OF_WRAPPER] }) });
   const [seeded, parent] = (JSON.parse(r.body) as { stdout: string }).stdout.split('\n');
   t.equal(seeded, 'from the image', 'the empty workspace got the starter files');
   t.equal(Number(parent), agent.child.pid, 'exec: the agent is the process the entrypoint started, not its child');
@@ -179,7 +182,8 @@ t.test('inside gVisor as a workspace Pod runs it (read-only root, uid 1000, PID 
   t.match(ro.stderr, /Read-only file system/);
   const timeout = await exec(['sh', '-c', 'sleep 100 & sleep 100'], { timeoutMs: 500 });
   t.equal(timeout.reason, 'timeout', 'a timeout kills the process tree inside the sandbox');
-  const left = await exec(['sh', '-c', 'cat /proc/[0-9]*/comm 2>/dev/null | grep -c "^sleep$" || true']);
+  // By command line: every command's namespace holder runs short `sleep 1`s of its own.
+  const left = await exec(['sh', '-c', 'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f 2>/dev/null; echo; done | grep -c "^sleep 100 $" || true']);
   t.equal(left.stdout.trim(), '0', 'no sleep survived');
 
   sandbox.signal('TERM');
