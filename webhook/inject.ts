@@ -115,6 +115,16 @@ function setFieldEnv(container: Json, name: string, fieldPath: string): void {
   container.env = [...(container.env as Json[]).filter((e) => e.name !== name), fieldEnv(name, fieldPath)];
 }
 
+/**
+ * The container's own memory limit, in bytes, from the downward API: under gVisor the programs
+ * cannot read it from a cgroup of their own (the host sees only the Pod's), and they size their
+ * buffers, caps and shedding from it.
+ */
+function memoryLimitEnv(name: string, containerName: string): Json {
+  // divisor written out, so a re-invocation finds exactly what it wrote.
+  return { name, valueFrom: { resourceFieldRef: { containerName, resource: 'limits.memory', divisor: '1' } } };
+}
+
 function fieldEnv(name: string, fieldPath: string): Json {
   // apiVersion is what the API server defaults; writing it keeps a re-invocation patch empty.
   return { name, valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath } } };
@@ -260,6 +270,7 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
     ] as const) setEnv(c, name, value);
     // The agent accepts only tokens minted for its own Pod UID.
     if (isWorkspace && config.podTokens) setFieldEnv(c, 'AGENT_POD_UID', 'metadata.uid');
+    if (isWorkspace) c.env = [...(c.env as Json[]).filter((e) => e.name !== 'AGENT_MEMORY_LIMIT_BYTES'), memoryLimitEnv('AGENT_MEMORY_LIMIT_BYTES', c.name as string)];
 
     // Mounts: credential tokens move, the shared dir (read-only) and scratch space come in.
     const mounts: Json[] = [];
@@ -576,6 +587,8 @@ function renderSidecar(ctx: Context, config: InjectionConfig, inputs: SidecarInp
     envValue('PROXY_STATE_DIR', SIDECAR_STATE_DIR),
     envValue(PROXY_ENV.rulesStateDir, SIDECAR_STATE_DIR),
     envValue('CA_VALIDITY_SECONDS', String(inputs.podDeadlineSeconds + CA_VALIDITY_MARGIN_SECONDS)),
+    // The proxy derives its tunnel cap and shedding threshold from its memory limit.
+    memoryLimitEnv('MEMORY_LIMIT_BYTES', CONTAINER_PROXY),
   ];
   if (config.podTokens) env.push(envValue(PROXY_ENV.podTokenPublicKeysFile, `${POD_TOKEN_PUBLIC_KEYS_DIR}/${config.podTokens.key}`));
   if (sc.redisUrl !== null) env.push(envValue('REDIS_URL', sc.redisUrl));
