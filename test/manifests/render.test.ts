@@ -12,6 +12,11 @@ const EKS_ONLY = [
   'Deployment sandbox-capacity/overprovisioning', 'DaemonSet sandbox-capacity/image-prepull',
   'NetworkPolicy sandboxes/allow-pod-identity-agent',
 ];
+/** components/monitoring: not in the base; the staging and prod overlays include it. */
+const MONITORING = [
+  'ServiceMonitor workspace-sandbox-system/workspace-sandbox-webhook', 'ServiceMonitor workspace-sandbox-egress/workspace-sandbox-gateway',
+  'PodMonitor sandboxes/workspace-sandbox-credential-proxy', 'PrometheusRule workspace-sandbox-system/workspace-sandbox',
+];
 const EVERYWHERE = [
   'Namespace workspace-sandbox-system', 'Namespace backend', 'Namespace sandboxes', 'Namespace sandbox-capacity',
   'Issuer workspace-sandbox-system/workspace-sandbox-selfsigned', 'Certificate workspace-sandbox-system/workspace-sandbox-ca',
@@ -50,11 +55,11 @@ for (const overlay of OVERLAYS) {
     t.same(ids.filter((id, i) => ids.indexOf(id) !== i), [], 'no object twice');
     for (const id of EVERYWHERE) t.ok(ids.includes(id), id);
     for (const id of NOT_PROD) t.equal(ids.includes(id), overlay !== 'prod', `${id} ${overlay === 'prod' ? 'absent' : 'present'}`);
-    for (const id of EKS_ONLY) {
+    for (const id of [...EKS_ONLY, ...MONITORING]) {
       if (overlay === 'local') t.notOk(ids.includes(id), `kind has no ${id}`);
       else t.ok(ids.includes(id), id);
     }
-    t.equal(ids.length, EVERYWHERE.length + (overlay === 'local' ? 0 : EKS_ONLY.length) + (overlay === 'prod' ? 0 : NOT_PROD.length), 'nothing unexpected');
+    t.equal(ids.length, EVERYWHERE.length + (overlay === 'local' ? 0 : EKS_ONLY.length + MONITORING.length) + (overlay === 'prod' ? 0 : NOT_PROD.length), 'nothing unexpected');
   });
 }
 
