@@ -58,7 +58,9 @@ for (const overlay of OVERLAYS) {
       { ipBlock: { cidr: '2000::/3', except: nonPublicGlobalIPv6Cidrs() } },
     ], 'the excepts are the SSRF guard\'s table of non-public ranges');
     t.same(egress[0].ports.map((p: Json) => p.port), [...config.GATEWAY_PORTS], 'the ports GATEWAY_PORTS opens');
-    t.equal(policies.length, 5, 'nothing else opens the namespace');
+    // staging and prod also carry components/monitoring's allow-prometheus-scrape (metrics port only, monitoring.test.ts).
+    t.same(policies.map((p) => p.metadata.name).filter((n) => n === 'allow-prometheus-scrape'), overlay === 'local' ? [] : ['allow-prometheus-scrape']);
+    t.equal(policies.length, overlay === 'local' ? 5 : 6, 'nothing else opens the namespace');
   });
 }
 

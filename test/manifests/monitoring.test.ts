@@ -102,6 +102,11 @@ for (const overlay of ['staging', 'prod'] as const) {
       for (const [k, v] of Object.entries(sm.spec.selector.matchLabels)) t.equal(svc.metadata.labels[k], v, `${program}: the ServiceMonitor selects ${service}`);
       t.ok(svc.spec.ports.some((p: Json) => p.name === sm.spec.endpoints[0].port), `${program}: ${service} has port ${sm.spec.endpoints[0].port}`);
     }
+    // The gateway's namespace is default-deny: the component admits Prometheus to the metrics port only.
+    const gatewayMetrics = find<Json>(objects, 'Service', 'workspace-sandbox-gateway-metrics', 'workspace-sandbox-egress').spec.ports[0];
+    const scrape = find<Json>(objects, 'NetworkPolicy', 'allow-prometheus-scrape', 'workspace-sandbox-egress');
+    t.same(scrape.spec.ingress.flatMap((r: Json) => r.ports), [{ protocol: 'TCP', port: Number(find<Json>(objects, 'Deployment', 'workspace-sandbox-gateway', 'workspace-sandbox-egress')
+      .spec.template.spec.containers[0].ports.find((p: Json) => p.name === gatewayMetrics.targetPort).containerPort) }]);
     const pm = find<Json>(objects, 'PodMonitor', 'workspace-sandbox-credential-proxy', 'sandboxes');
     t.same(pm.spec.selector.matchLabels, { [LABEL_WORKSPACE]: 'true' }, 'selects injected pods by the label the webhook sets');
     t.equal(pm.spec.podMetricsEndpoints[0].port, 'admin', 'the sidecar container port the webhook names admin');

@@ -16,6 +16,7 @@ const EKS_ONLY = [
 const MONITORING = [
   'ServiceMonitor workspace-sandbox-system/workspace-sandbox-webhook', 'ServiceMonitor workspace-sandbox-egress/workspace-sandbox-gateway',
   'PodMonitor sandboxes/workspace-sandbox-credential-proxy', 'PrometheusRule workspace-sandbox-system/workspace-sandbox',
+  'NetworkPolicy workspace-sandbox-egress/allow-prometheus-scrape',
 ];
 const EVERYWHERE = [
   'Namespace workspace-sandbox-system', 'Namespace backend', 'Namespace sandboxes', 'Namespace sandbox-capacity',
