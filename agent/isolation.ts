@@ -46,8 +46,9 @@ export const WRAPPER_NAME = 'workspace-sandbox-exec';
 // the command runs. The holder's `wait` is interrupted by a trapped signal: USR1 (end every member),
 // USR2 (the command is done: look again now). The command gets the wrapper's stdin through fd 4 (an
 // asynchronous list's own stdin is /dev/null), and the wrapper lets go of it so the command alone
-// sees its end; termination signals reach the command through the process group,
-// and the wrapper only notes them and keeps waiting, so it ends with the command's real status.
+// sees its end. Termination signals reach the command through the process group; the wrapper only
+// notes them and keeps waiting, so it ends with the command's real status. No subshell may run
+// after the command's end: a `$(...)` there is a member of the group the agent signals, and dies.
 export const WRAPPER_SCRIPT = [
   'command_pid=$$',
   '(',
@@ -68,13 +69,13 @@ export const WRAPPER_SCRIPT = [
   'child=$!',
   'exec 4<&- 0</dev/null',
   'while :; do',
-  '  wait "$child"',
+  '  wait "$child" 2>/dev/null',
   '  status=$?',
   '  kill -0 "$child" 2>/dev/null || break',
   'done',
   'if [ "$status" -gt 128 ] && [ "$status" -lt 192 ]; then',
   '  trap - TERM INT HUP QUIT',
-  '  kill -s "$(kill -l "$status")" $$ 2>/dev/null',
+  '  kill -"$((status - 128))" $$ 2>/dev/null',
   'fi',
   'exit "$status"',
 ].join('\n');
