@@ -15,7 +15,7 @@ import {
   ApiException, CoreV1Api, KubeConfig, ListWatch, PatchStrategy, setHeaderOptions, Watch, type V1Pod, type V1PodList,
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { ANNOTATION_ALLOWED_DOMAINS, ANNOTATION_TTL_SECONDS, CONTAINER_WORKSPACE, LABEL_CONVERSATION, LABEL_OWNER, PORTS } from '../lib/constants.ts';
+import { ANNOTATION_ALLOWED_DOMAINS, ANNOTATION_TTL_SECONDS, CONTAINER_WORKSPACE, LABEL_CONVERSATION, LABEL_OWNER, PORTS, SERVICE_ACCOUNT_WORKSPACE } from '../lib/constants.ts';
 import { AgentBackedBackend, checkConversationId, type AgentTarget, type RulesTarget } from './agent-backed.ts';
 import type { CreateOptions, DestroyOptions, Resources, Workspace, WorkspaceStatus } from './backend.ts';
 import { WorkspaceError } from './errors.ts';
@@ -251,6 +251,10 @@ export class KubernetesBackend extends AgentBackedBackend {
       },
       spec: {
         restartPolicy: 'Never',
+        // The ServiceAccount of the Pod Identity association (infra/): EKS's own admission gives the
+        // Pod its token, which the webhook then moves into the sidecar alone. Set at creation,
+        // because the ServiceAccount admission and EKS's webhook act on the Pod as it arrives.
+        serviceAccountName: SERVICE_ACCOUNT_WORKSPACE,
         containers: [{
           name: CONTAINER_WORKSPACE,
           image: options.image ?? this.#o.image,

@@ -98,6 +98,7 @@ t.test('Kubernetes backend against an API server stand-in', async (t) => {
     });
     const spec = body.spec as { containers: unknown[]; initContainers?: unknown; runtimeClassName?: unknown };
     t.equal(spec.containers.length, 1, 'one container: no sidecar rendered by the backend');
+    t.equal((body.spec as { serviceAccountName?: string }).serviceAccountName, 'workspace-sandbox-workspace', 'the ServiceAccount of the Pod Identity association');
     t.notOk(spec.initContainers ?? spec.runtimeClassName, 'no injection done by the backend');
     t.match(ws, { backend: 'kubernetes', conversationId: 'conv-1', agent: { baseUrl: `http://127.0.0.1:${agent.target.port}` }, status: 'running' });
     t.ok(ws.readyAt);
