@@ -33,6 +33,7 @@ const DESCRIPTIONS: Record<string, Record<string, string>> = {
     workspaceContainerName: 'The container that runs the workspace (agent port, /workspace volume, readiness probe). A single-container Pod\'s container is the workspace whatever its name; a Pod with several containers and none of this name is denied.',
     'runtime.runtimeClassName': 'RuntimeClass of every Pod; null leaves `spec.runtimeClassName` unset (local clusters without gVisor).',
     'runtime.allowedFallbacks': 'RuntimeClasses the Pod annotation `workspace-sandbox.io/runtime` may select instead, for workloads gVisor cannot run; any other value is denied.',
+    workspaceServiceAccount: 'spec.serviceAccountName every workspace Pod must have (the Pod Identity association\'s subject; refused otherwise, never set: the backend creates the Pod with it); null: not checked.',
     priorityClassName: 'PriorityClass of every Pod (the computed priority of the old class is dropped so the Priority admission plugin recomputes it); null keeps the Pod\'s own.',
     'activeDeadlineSeconds.default': '`spec.activeDeadlineSeconds` of a Pod that sets none; the annotation `workspace-sandbox.io/ttl-seconds` replaces it, and of a Pod\'s own value and the annotation the lower wins.',
     'activeDeadlineSeconds.max': 'Nothing goes above this: larger values are clamped with a warning. Must be >= `activeDeadlineSeconds.default`.',

@@ -102,6 +102,13 @@ export const injectionConfigSchema = z.strictObject({
   }).prefault({}),
   /** PriorityClass set on every Pod; null: leave the Pod's own. */
   priorityClassName: dnsSubdomain.nullable().default(PRIORITY_CLASS_WORKSPACE),
+  /**
+   * The ServiceAccount every workspace Pod must run as: the subject of the Pod Identity association
+   * whose credentials the sidecar signs with (EKS overlays: workspace-sandbox-workspace). Refused,
+   * not set: the ServiceAccount admission and EKS's Pod Identity webhook act on the Pod as it
+   * arrives, so the backend creates it with this name (the SDK does). null: not checked.
+   */
+  workspaceServiceAccount: dnsSubdomain.nullable().default(null),
   activeDeadlineSeconds: z.strictObject({
     default: z.number().int().min(1).default(14_400),
     /** Neither the Pod nor the `workspace-sandbox.io/ttl-seconds` annotation may go above this. */

@@ -34,6 +34,7 @@ export function guardParams(config: InjectionConfig): GuardParams {
     exactDomains: config.allowedDomains.allowAnnotation ? undefined : domains.join(','),
     domains,
     agentPublicKeysFile: config.podTokens ? `${POD_TOKEN_PUBLIC_KEYS_DIR}/${config.podTokens.key}` : undefined,
+    serviceAccount: config.workspaceServiceAccount ?? undefined,
   };
 }
 

@@ -55,6 +55,8 @@ export interface GuardParams {
   domains: string[];
   /** AGENT_TOKEN_PUBLIC_KEYS_FILE the workspace container must have; undefined: per-pod tokens off. */
   agentPublicKeysFile: string | undefined;
+  /** spec.serviceAccountName every workspace Pod must have; undefined: not checked. */
+  serviceAccount: string | undefined;
 }
 
 interface GuardRule {
@@ -208,6 +210,12 @@ export const GUARD_RULES = {
       + ` && ${allContainers(`!(${has('c.securityContext.windowsOptions.hostProcess')} && c.securityContext.windowsOptions.hostProcess)`)}`,
     message: () => 'spec.hostNetwork, spec.hostPID, spec.hostIPC and securityContext.windowsOptions.hostProcess must not be true',
   },
+  'service-account': {
+    cel: (p) => (p.serviceAccount === undefined ? 'true'
+      : `has(object.spec.serviceAccountName) && object.spec.serviceAccountName == ${q(p.serviceAccount)}`),
+    message: (p) => (p.serviceAccount === undefined ? 'spec.serviceAccountName is not checked in this injection config'
+      : `spec.serviceAccountName must be ${p.serviceAccount} (the subject of the Pod Identity association the sidecar signs with)`),
+  },
   'share-process-namespace': {
     cel: () => '!(has(object.spec.shareProcessNamespace) && object.spec.shareProcessNamespace)',
     message: () => 'spec.shareProcessNamespace must not be true (the workspace would see the proxy\'s processes)',
@@ -299,6 +307,10 @@ export function checkPod(pod: Json, config: InjectionConfig, options: CheckOptio
   const paths = containerPaths(spec);
   for (const [k, what] of [['hostNetwork', 'network'], ['hostPID', 'PID'], ['hostIPC', 'IPC']] as const) {
     if (spec[k] === true) out.deny(`spec.${k}`, 'host-namespace', `sharing the node's ${what} namespace is not allowed (it breaks the sandbox)`);
+  }
+  const serviceAccount = typeof spec.serviceAccountName === 'string' && spec.serviceAccountName !== '' ? spec.serviceAccountName : 'default';
+  if (config.workspaceServiceAccount !== null && serviceAccount !== config.workspaceServiceAccount) {
+    out.deny('spec.serviceAccountName', 'service-account', `must be ${config.workspaceServiceAccount}, the subject of the Pod Identity association the sidecar signs with (got ${serviceAccount}); create the Pod with it`);
   }
   if (spec.shareProcessNamespace === true) {
     out.deny('spec.shareProcessNamespace', 'share-process-namespace', 'a shared process namespace would let the workspace see the credential proxy\'s processes');

@@ -142,7 +142,8 @@ t.test('enforced egress: every way out but the gateway fails closed', { skip, ti
   const node = process.execPath;
   const tsx = (script: string) => [node, join(REPO, script)];
   // The workspace runs as uid 1000, which may not traverse a checkout in a 0700 directory (CI's
-  // clone): it gets the same Node binary from the test's own world-readable directory.
+  // clone): it gets the same Node binary from the test's own world-readable directory, and none of
+  // the test runner's NODE_OPTIONS (its coverage hook lives in that checkout).
   const workspaceNode = join(dir, 'node');
   try {
     linkSync(node, workspaceNode);
@@ -294,7 +295,7 @@ t.test('enforced egress: every way out but the gateway fails closed', { skip, ti
   positive('curl through the sidecar and the gateway', `curl -sS -m 10 -x http://127.0.0.1:8080 --cacert ${join(dir, 'up-ca.crt')} https://api.lab.test/curl`, /"path":"\/curl"/);
   positive('curl over IPv6 upstream (v6.lab.test)', `curl -sS -m 10 -x http://127.0.0.1:8080 -k https://v6.lab.test/v6`, /"path":"\/v6"/);
   positive('Python urllib through the sidecar and the gateway', `${env} python3 -c 'import urllib.request, ssl; print(urllib.request.urlopen("http://api.lab.test/python", timeout=10).read().decode())'`, /"path":"\/python"/);
-  positive('Node fetch through the sidecar and the gateway', `${env} NODE_USE_ENV_PROXY=1 NODE_EXTRA_CA_CERTS=${join(dir, 'up-ca.crt')} ${workspaceNode} -e 'fetch("https://api.lab.test/node").then(r=>r.text()).then(console.log)'`, /"path":"\/node"/);
+  positive('Node fetch through the sidecar and the gateway', `${env} NODE_OPTIONS= NODE_USE_ENV_PROXY=1 NODE_EXTRA_CA_CERTS=${join(dir, 'up-ca.crt')} ${workspaceNode} -e 'fetch("https://api.lab.test/node").then(r=>r.text()).then(console.log)'`, /"path":"\/node"/);
   positive('credential injected (curl, intercepted by the sidecar)', `curl -sS -m 10 -x http://127.0.0.1:8080 --cacert ${caDir}/ca.crt https://secret.lab.test/inject`, /"authorization":"Bearer lab-secret-value-123"/);
   // spawnSync held the event loop: let the children's report lines in before counting them.
   await new Promise((r) => setTimeout(r, 500));

@@ -134,6 +134,7 @@ for (const overlay of OVERLAYS) {
       // The ServiceAccount of the Pod Identity association (infra/), its token never mounted.
       const sa = find<Json>(objs, 'ServiceAccount', SERVICE_ACCOUNT_WORKSPACE, NAMESPACES.sandboxes);
       t.equal(sa.automountServiceAccountToken, false);
+      t.equal(config.workspaceServiceAccount, overlay === 'local' ? null : SERVICE_ACCOUNT_WORKSPACE, 'EKS overlays admit workspace Pods only as that ServiceAccount');
       t.same(config.podTokens, { publicKeysConfigMap: POD_TOKEN_PUBLIC_KEYS_CONFIGMAP, key: POD_TOKEN_PUBLIC_KEYS_KEY }, 'the agent and /rules require per-pod tokens');
       t.notOk(/:latest$|^[^:]+$/.test(config.sidecar.image), 'the sidecar image has a tag, not latest');
 
@@ -151,7 +152,7 @@ for (const overlay of OVERLAYS) {
 
     t.test('the guard admits what this overlay\'s webhook config injects', async (t) => {
       const policy = find<Policy & K8sObject>(objs, 'ValidatingAdmissionPolicy', 'workspace-sandbox-guard');
-      const input = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'w', namespace: NAMESPACES.sandboxes }, spec: { containers: [{ name: 'workspace', image: 'python:3.12-slim' }] } };
+      const input = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'w', namespace: NAMESPACES.sandboxes }, spec: { serviceAccountName: SERVICE_ACCOUNT_WORKSPACE, containers: [{ name: 'workspace', image: 'python:3.12-slim' }] } };
       const injected = inject(input, injectionConfig(objs));
       if (injected.denied) throw new Error(injected.message);
       t.same(evaluateGuard(policy, injected.pod).failures, []);

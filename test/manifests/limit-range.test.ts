@@ -5,7 +5,7 @@
 // LimitRange, and the configured resources must be what the Pod ends with.
 import t from 'tap';
 import { parse as parseYaml } from 'yaml';
-import { NAMESPACES } from '../../lib/constants.ts';
+import { NAMESPACES, SERVICE_ACCOUNT_WORKSPACE } from '../../lib/constants.ts';
 import { parseInjectionConfig } from '../../webhook/config.ts';
 import { inject } from '../../webhook/inject.ts';
 import { find, kubectlSkipReason, OVERLAYS, renderOverlay } from './render.ts';
@@ -42,7 +42,7 @@ for (const overlay of OVERLAYS) {
     t.ok(item.max, 'a ceiling');
     const config = parseInjectionConfig(parseYaml(find<Json>(objs, 'ConfigMap', 'workspace-sandbox-injection', NAMESPACES.system).data['config.yaml']));
     const arriving = limitRangerDefaults({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'w', namespace: NAMESPACES.sandboxes },
-      spec: { containers: [{ name: 'workspace', image: 'python:3.12-slim' }] } }, limitRange);
+      spec: { serviceAccountName: SERVICE_ACCOUNT_WORKSPACE, containers: [{ name: 'workspace', image: 'python:3.12-slim' }] } }, limitRange);
     const result = inject(arriving, config);
     if (result.denied) throw new Error(result.message);
     const ws = (result.pod as Json).spec.containers[0];
@@ -53,7 +53,7 @@ for (const overlay of OVERLAYS) {
 t.test('the mechanism: a LimitRange with defaults would have replaced the configured resources', async (t) => {
   const config = parseInjectionConfig({});
   const withDefaults = { spec: { limits: [{ type: 'Container', default: { cpu: '500m', memory: '512Mi' }, defaultRequest: { cpu: '100m', memory: '128Mi' } }] } };
-  const arriving = limitRangerDefaults({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'w' }, spec: { containers: [{ name: 'workspace', image: 'x' }] } }, withDefaults);
+  const arriving = limitRangerDefaults({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'w' }, spec: { serviceAccountName: SERVICE_ACCOUNT_WORKSPACE, containers: [{ name: 'workspace', image: 'x' }] } }, withDefaults);
   const result = inject(arriving, config);
   if (result.denied) throw new Error(result.message);
   t.same((result.pod as Json).spec.containers[0].resources.limits, { cpu: '500m', memory: '512Mi' }, 'the webhook keeps what the Pod arrives with');
