@@ -1,53 +1,17 @@
 // The local stack's life cycle as a newcomer meets it: a second `npm start`, a taken port, a
 // program stopped from outside, the parent (npm, a terminal) going away, the demo without a stack.
 import t from 'tap';
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { alive, childPids, freePorts, waitFor } from './processes.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const STACK = join(ROOT, 'local/stack.ts');
-
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(Array.from({ length: n }, async () => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1');
-    await once(s, 'listening');
-    return s;
-  }));
-  const ports = servers.map((s) => (s.address() as { port: number }).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
-
-function childPids(pid: number): number[] {
-  try {
-    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)]).toString().split('\n').map((l) => Number(l.trim())).filter((n) => n > 0);
-  } catch {
-    return [];
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** What these helpers need of a tap test. */
 interface Test { teardown: (fn: () => unknown) => void }
@@ -96,7 +60,6 @@ async function exited(child: ChildProcess): Promise<number | null> {
   const [code] = await once(child, 'exit') as [number | null];
   return code;
 }
-
 
 t.test('a second stack on the same state refuses to start and leaves the first untouched', async (t) => {
   const env = await stackEnv(t);
