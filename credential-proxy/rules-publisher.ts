@@ -4,8 +4,11 @@
 // (`ws-rules-writer` in manifests/redis/users.acl) is the only one allowed to write these keys.
 //
 // Versions never go backwards and are never reused, even across a Redis that restarted empty:
-// a new version is above both the stored one and the current time in milliseconds, and the
-// store's script refuses a version that is not above the stored one.
+// a new version is above both the stored one and the current time in microseconds (epoch ms x
+// 1000), and the store's script refuses a version that is not above the stored one. The floor is
+// in microseconds because a pod's own /rules writes count up by one from the last set it applied:
+// a burst of them (a write takes well over a microsecond) cannot run ahead of that floor, so a
+// set published after Redis restarted empty is still newer than everything the pod acknowledged.
 import type { Redis } from 'ioredis';
 import { WorkspaceSandboxError } from '../lib/errors.ts';
 import { GLOBAL_SET, signRuleSet } from './rule-set-signature.ts';
@@ -58,7 +61,7 @@ export async function publishRuleSet(redis: Redis, options: PublishRuleSetOption
   if (expiresAt !== undefined && expiresAt <= now()) throw new WorkspaceSandboxError('WS_ERR_VALIDATION', 'expiresAt is in the past');
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const stored = Number(await redis.hget(key, 'version') ?? 0);
-    const version = Math.max(stored + 1, now());
+    const version = Math.max(stored + 1, now() * 1000);
     const doc = await signRuleSet(options.signingKeyPem, {
       set: global ? 'global' : 'scope', scope: global ? GLOBAL_SET : options.scope!, version, rules,
       ...(expiresAt !== undefined ? { expiresAt } : {}),
