@@ -31,16 +31,22 @@ export const ERROR_STATUS = Object.freeze({
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
-export class WorkspaceSandboxError extends Error {
-  readonly code: ErrorCode;
+/** An error with a stable code and optional details; each family's table gives the HTTP status. */
+export abstract class CodedError<Code extends string> extends Error {
+  readonly code: Code;
   readonly details: unknown;
 
-  constructor(code: ErrorCode, message: string, options: { details?: unknown; cause?: unknown } = {}) {
+  constructor(code: Code, message: string, options: { details?: unknown; cause?: unknown } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = 'WorkspaceSandboxError';
     this.code = code;
     this.details = options.details;
   }
+
+  abstract get status(): number;
+}
+
+export class WorkspaceSandboxError extends CodedError<ErrorCode> {
+  override name = 'WorkspaceSandboxError';
 
   get status(): number {
     return ERROR_STATUS[this.code];

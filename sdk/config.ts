@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError, env, parseConfig, pickEnv, type DeepReadonly } from '../lib/config.ts';
 import { NAMESPACES } from '../lib/constants.ts';
-import { parseQuantity } from './resources.ts';
+import { parseQuantity } from '../lib/quantity.ts';
 
 const quantity = (what: string) => env.string().refine((q) => (parseQuantity(q) ?? 0) > 0, `must be a positive ${what} quantity`);
 const LABEL_VALUE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;

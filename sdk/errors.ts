@@ -3,6 +3,7 @@
 // unschedulable), fix the request (admission, invalid options), start over (evicted, gone), wait
 // (agent not ready). The HTTP status of each code (for a backend's own API, see
 // examples/backend/) comes from this one table.
+import { CodedError } from '../lib/errors.ts';
 
 export const WORKSPACE_ERROR_STATUS = Object.freeze({
   /** The admission webhook (or a policy) refused the Pod; `details.message` is its message. */
@@ -32,16 +33,8 @@ export const WORKSPACE_ERROR_STATUS = Object.freeze({
 
 export type WorkspaceErrorCode = keyof typeof WORKSPACE_ERROR_STATUS;
 
-export class WorkspaceError extends Error {
-  readonly code: WorkspaceErrorCode;
-  readonly details: unknown;
-
-  constructor(code: WorkspaceErrorCode, message: string, options: { details?: unknown; cause?: unknown } = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = 'WorkspaceError';
-    this.code = code;
-    this.details = options.details;
-  }
+export class WorkspaceError extends CodedError<WorkspaceErrorCode> {
+  override name = 'WorkspaceError';
 
   get status(): number {
     return WORKSPACE_ERROR_STATUS[this.code];

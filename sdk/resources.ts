@@ -1,20 +1,11 @@
 // Resource requests in Kubernetes quantities, checked against the backend's ceiling for both
 // backends (Kubernetes also enforces them through the webhook's limits and the LimitRange; Docker
-// has nothing else). Parsed here rather than with @kubernetes/client-node's quantityToScalar so
-// the Docker mode does not load the Kubernetes client (~100 ms and ~20 MB at start).
+// has nothing else). Parsed with the webhook's parser (lib/quantity.ts) rather than with
+// @kubernetes/client-node's quantityToScalar so the Docker mode does not load the Kubernetes client
+// (~100 ms and ~20 MB at start), and so both read a quantity alike.
+import { parseQuantity } from '../lib/quantity.ts';
 import type { Resources } from './backend.ts';
 import { WorkspaceError } from './errors.ts';
-
-const SUFFIX: Readonly<Record<string, number>> = {
-  '': 1, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40,
-};
-
-/** `500m` → 0.5, `2Gi` → 2147483648; undefined when it is not a quantity this SDK accepts. */
-export function parseQuantity(q: string): number | undefined {
-  const m = /^(\d+(?:\.\d+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$/.exec(q);
-  if (!m) return undefined;
-  return Number(m[1]) * SUFFIX[m[2] ?? '']!;
-}
 
 export interface ResolvedResources {
   /** CPUs (0.5 = half a core). */

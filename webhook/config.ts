@@ -14,7 +14,7 @@ import {
   PRIORITY_CLASS_WORKSPACE, RULES_TOKEN_KEY, RUNTIME_CLASS_GVISOR,
 } from '../lib/constants.ts';
 import { VERSION } from '../lib/version.ts';
-import { isQuantity } from './quantity.ts';
+import { isQuantity } from '../lib/quantity.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Environment

@@ -19,7 +19,7 @@ import {
 } from '../lib/constants.ts';
 import { VERSION } from '../lib/version.ts';
 import { configHash, DOMAIN_PATTERN, type InjectionConfig } from './config.ts';
-import { parseQuantity } from './quantity.ts';
+import { parseQuantity } from '../lib/quantity.ts';
 import { checkPodShape, isObject, type Json } from './shape.ts';
 
 export type { Json } from './shape.ts';

@@ -1,7 +1,7 @@
 // The Pod shape `inject` relies on, checked before it touches anything, so that no input can make
 // it throw. Only the fields `inject` reads are checked; the API server validates the rest after
 // admission. Field paths are written the way Kubernetes writes them (spec.containers[0].env[2]).
-import { parseQuantity } from './quantity.ts';
+import { parseQuantity } from '../lib/quantity.ts';
 
 export type Json = Record<string, unknown>;
 

@@ -14,7 +14,7 @@ import { VERSION } from '../../lib/version.ts';
 import { loadWebhookConfig, parseInjectionConfig, type InjectionConfig } from '../../webhook/config.ts';
 import { buildGuard } from '../../webhook/guard.ts';
 import { inject } from '../../webhook/inject.ts';
-import { parseQuantity } from '../../webhook/quantity.ts';
+import { parseQuantity } from '../../lib/quantity.ts';
 import { evaluateGuard, type Policy } from './guard.ts';
 import { OVERLAYS, REPO_ROOT, find, findAll, idOf, kubectlSkipReason, renderOverlay, type K8sObject, type Overlay } from './render.ts';
 

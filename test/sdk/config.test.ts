@@ -11,7 +11,8 @@ import { loadSdkConfig } from '../../sdk/config.ts';
 import { apiFailure, classifyPod } from '../../sdk/kubernetes-backend.ts';
 import { workspaceLabels } from '../../sdk/labels.ts';
 import { domainRules } from '../../sdk/pool.ts';
-import { parseQuantity, resolveResources } from '../../sdk/resources.ts';
+import { parseQuantity } from '../../lib/quantity.ts';
+import { resolveResources } from '../../sdk/resources.ts';
 import { PodTokenSource } from '../../sdk/tokens.ts';
 
 t.test('configuration: defaults, every problem at once, secrets read from files', async (t) => {
@@ -47,7 +48,8 @@ t.test('per-workspace tokens: one per purpose and workspace, verifiable by that 
 t.test('resources, labels, domains', async (t) => {
   t.equal(parseQuantity('500m'), 0.5);
   t.equal(parseQuantity('2Gi'), 2 * 2 ** 30);
-  t.equal(parseQuantity('1e3'), undefined);
+  t.equal(parseQuantity('1e3'), 1000, 'the webhook\'s grammar: what Kubernetes accepts, the SDK accepts');
+  t.equal(parseQuantity('2 Gi'), undefined);
   const max = { cpu: '2', memory: '4Gi' };
   t.match(resolveResources({ cpu: '250m' }, { cpu: '1', memory: '1Gi' }, max), { cpu: 0.25, memoryBytes: 2 ** 30 });
   t.throws(() => resolveResources({ cpu: '3', memory: '-1' }, { cpu: '1', memory: '1Gi' }, max), { code: 'WS_ERR_INVALID_OPTIONS', details: [/above the allowed 2/, /not a positive quantity/] });

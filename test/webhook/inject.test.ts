@@ -7,7 +7,7 @@ import { ConfigError } from '../../lib/config.ts';
 import { ANNOTATION_STATUS, CA_VALIDITY_MARGIN_SECONDS, MAX_CA_VALIDITY_SECONDS } from '../../lib/constants.ts';
 import { DEFAULT_INJECTION_CONFIG, configHash, injectionConfigSchema, parseInjectionConfig } from '../../webhook/config.ts';
 import { inject, readStatus, type Injected, type Json } from '../../webhook/inject.ts';
-import { parseQuantity } from '../../webhook/quantity.ts';
+import { parseQuantity } from '../../lib/quantity.ts';
 
 const EXAMPLE = new URL('../../webhook/injection-config.example.yaml', import.meta.url);
 const example: unknown = parse(readFileSync(EXAMPLE, 'utf8'));

@@ -1,5 +1,5 @@
-// Kubernetes resource quantities ("500m", "2Gi", "1e3"), parsed only to compare them with the
-// configured maximum. The grammar is apimachinery's resource.Quantity
+// Kubernetes resource quantities ("500m", "2Gi", "1e3"), parsed only to compare them with a
+// configured maximum (the webhook's limits, the SDK's ceiling). The grammar is apimachinery's resource.Quantity
 // (k8s.io/apimachinery/pkg/api/resource/quantity.go); values we write back are the configured
 // strings, never re-formatted numbers, so no canonical-form logic is needed here.
 
