@@ -209,14 +209,20 @@ export async function waitHealthy(target: Target, proc?: AgentProcess, timeoutMs
  */
 export function survivors(execId: string): number[] {
   const needle = `WORKSPACE_SANDBOX_EXEC_ID=${execId}`;
+  return liveProcesses((pid) => readFileSync(`/proc/${pid}/environ`).toString('latin1').split('\0').includes(needle));
+}
+
+/** Live (non-zombie) processes whose command line contains `marker`. */
+export function processesWith(marker: string): number[] {
+  return liveProcesses((pid) => readFileSync(`/proc/${pid}/cmdline`).toString('latin1').includes(marker));
+}
+
+function liveProcesses(match: (pid: string) => boolean): number[] {
   const found: number[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-      if (state === 'Z' || state === 'X') continue;
-      if (readFileSync(`/proc/${name}/environ`).toString('latin1').split('\0').includes(needle)) found.push(Number(name));
+      if (alive(Number(name)) && match(name)) found.push(Number(name));
     } catch {
       // exited while we looked
     }

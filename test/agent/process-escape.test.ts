@@ -6,25 +6,8 @@
 // command line (a sleep duration no other process uses), not by anything the agent relies on.
 import t from 'tap';
 import { randomInt } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
-import { begin, call, frames, startAgent, waitFor } from './harness.ts';
-
-/** Live (non-zombie) processes whose command line contains `marker`. */
-function processesWith(marker: string): number[] {
-  const found: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-      if (state === 'Z' || state === 'X') continue;
-      if (readFileSync(`/proc/${name}/cmdline`).toString('latin1').includes(marker)) found.push(Number(name));
-    } catch {
-      // exited while we looked
-    }
-  }
-  return found;
-}
+import { readFileSync } from 'node:fs';
+import { begin, call, frames, processesWith, startAgent, waitFor } from './harness.ts';
 
 /** The escapes of issue 13, each leaving a `sleep <marker>` behind; `$1` is the marker. */
 const ESCAPES: [string, string][] = [
