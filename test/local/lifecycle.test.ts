@@ -3,35 +3,15 @@
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { alive, childPids, freePorts, waitFor } from './processes.ts';
+import { alive, childPids, stackEnv, waitFor, type Test } from './processes.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const STACK = join(ROOT, 'local/stack.ts');
 
-/** What these helpers need of a tap test. */
-interface Test { teardown: (fn: () => unknown) => void }
-
-async function stackEnv(t: Test) {
-  const dir = mkdtempSync(join(tmpdir(), 'ws-life-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const [webhook, metrics, proxy, admin, agent, demoApi] = await freePorts(6);
-  return {
-    ...process.env,
-    LOCAL_STATE_DIR: join(dir, 'state'),
-    LOCAL_WEBHOOK_PORT: String(webhook),
-    LOCAL_WEBHOOK_METRICS_PORT: String(metrics),
-    LOCAL_PROXY_PORT: String(proxy),
-    LOCAL_PROXY_ADMIN_PORT: String(admin),
-    LOCAL_AGENT_PORT: String(agent),
-    LOCAL_DEMO_API_PORT: String(demoApi),
-    LOCAL_RESTART_BACKOFF_MS: '200',
-  } as Record<string, string>;
-}
 
 interface Started { child: ChildProcess; output: () => string }
 

@@ -2,12 +2,10 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatLogLine } from '../../local/supervisor.ts';
-import { alive, childPids, freePorts, waitFor } from './processes.ts';
+import { alive, childPids, stackEnv, waitFor } from './processes.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -19,19 +17,8 @@ t.test('log lines are printed readable', async (t) => {
 });
 
 t.test('npm start brings up all three, the demo passes, a crash is restarted, Ctrl-C stops everything', async (t) => {
-  const [webhook, metrics, proxy, admin, agent, demoApi] = await freePorts(6);
-  const env = {
-    ...process.env,
-    LOCAL_STATE_DIR: join(mkdtempSync(join(tmpdir(), 'ws-local-')), 'state'),
-    LOCAL_WEBHOOK_PORT: String(webhook),
-    LOCAL_WEBHOOK_METRICS_PORT: String(metrics),
-    LOCAL_PROXY_PORT: String(proxy),
-    LOCAL_PROXY_ADMIN_PORT: String(admin),
-    LOCAL_AGENT_PORT: String(agent),
-    LOCAL_DEMO_API_PORT: String(demoApi),
-    LOCAL_RESTART_BACKOFF_MS: '200',
-    LOCAL_READY_TIMEOUT_MS: '60000',
-  };
+  const env = { ...await stackEnv(t), LOCAL_READY_TIMEOUT_MS: '60000' };
+
   const stack = spawn(process.execPath, [join(ROOT, 'local/stack.ts')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   stack.stdout.on('data', (c: Buffer) => { output += c.toString(); });
