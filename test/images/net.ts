@@ -14,7 +14,7 @@ export interface Reply {
 export interface RequestOptions {
   method?: string;
   headers?: Record<string, string>;
-  body?: string;
+  body?: string | Buffer;
   /** Accept any server certificate (a program's dev-mode self-signed one). */
   insecure?: boolean;
   socketPath?: string;

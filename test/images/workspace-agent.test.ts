@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pkg from '../../package.json' with { type: 'json' };
 import { buildAgentSea, SEA_FUSE } from '../../scripts/build-agent-sea.ts';
+import { pythonTar } from '../agent/tar-fixtures.ts';
 import { fetchText, freePort, waitForAnswer } from './net.ts';
 import { runscSkipReason, startSandbox } from './runsc.ts';
 
@@ -78,7 +79,7 @@ t.test('the executable carries the agent (SEA fuse flipped) and answers --versio
   t.equal(bad.status, 2, 'unexpected arguments are refused');
 });
 
-t.test('from an empty directory over TCP: /health and /execute', async (t) => {
+t.test('from an empty directory over TCP: /health, /execute and a tar upload', async (t) => {
   const dir = isolatedCopy();
   const workspace = mkdtempSync(join(work, 'ws-'));
   const port = await freePort();
@@ -103,6 +104,14 @@ t.test('from an empty directory over TCP: /health and /execute', async (t) => {
 
   const timeout = await fetchText(`${base}/execute`, { method: 'POST', headers: json(), body: JSON.stringify({ cmd: ['sh', '-c', 'sleep 100 & sleep 100'], timeoutMs: 300 }) });
   t.equal(JSON.parse(timeout.body).reason, 'timeout');
+
+  // The batch upload's tar reader (tar-stream) is in the bundle too.
+  const tar = pythonTar([{ name: 'd', type: 'dir', mode: 0o755 }, { name: `d/${'n'.repeat(120)}`, data: 'from a tar' }]);
+  const up = await fetchText(`${base}/files/up`, { method: 'POST', headers: { 'content-type': 'application/x-tar' }, body: tar });
+  t.equal(up.status, 200, 'POST /files (tar)');
+  t.equal(readFileSync(join(workspace, 'up', 'd', 'n'.repeat(120)), 'utf8'), 'from a tar');
+  const bad = await fetchText(`${base}/files/up`, { method: 'POST', headers: { 'content-type': 'application/x-tar' }, body: tar.subarray(0, 700) });
+  t.match({ status: bad.status, body: JSON.parse(bad.body) }, { status: 400, body: { error: { code: 'WS_ERR_INVALID_TAR' } } }, 'a truncated tar is a 400 with a reason');
 
   await stop(agent, t);
 });
