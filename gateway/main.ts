@@ -1,5 +1,6 @@
 // `workspace-sandbox gateway`: config, the Kubernetes API client, the listeners, signals.
 import { PRODUCT } from '../lib/constants.ts';
+import { installProcessSafetyNet } from '../lib/guard.ts';
 import { createLogger } from '../lib/log.ts';
 import { createMetricsRegistry } from '../lib/metrics.ts';
 import { createShutdown, exitOnSignals } from '../lib/server.ts';
@@ -33,6 +34,7 @@ export async function main(argv: string[]): Promise<number | void> {
   const config = loadGatewayConfig();
   const logger = createLogger({ name: 'gateway', level: config.LOG_LEVEL });
   const registry = createMetricsRegistry({ program: 'gateway' });
+  installProcessSafetyNet({ logger, registry });
   const api = await createKubernetesApi(config.KUBECONFIG);
   const gateway = createGateway(config, { logger, registry, api });
   const bound = await gateway.listen();

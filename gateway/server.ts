@@ -14,6 +14,7 @@ import { upstreamFailure } from '../credential-proxy/connect.ts';
 import { localInterfaceAddresses, staticHostsResolver, systemResolver, type Resolver } from '../credential-proxy/resolve.ts';
 import { headerSafe } from '../credential-proxy/respond.ts';
 import { HEADER_DENY_REASON, PRODUCT } from '../lib/constants.ts';
+import { createGuard } from '../lib/guard.ts';
 import { metricsHandler } from '../lib/metrics.ts';
 import { listen, type BoundAddress } from '../lib/server.ts';
 import type { GatewayConfig } from './config.ts';
@@ -70,6 +71,15 @@ function refuse(socket: Duplex, status: number, reason: string, extraHeaders: st
   socket.once('close', () => clearTimeout(timer));
 }
 
+/** The answer of a guarded request handler that failed: 500 if nothing was sent yet, else a cut. */
+function failResponse(res: ServerResponse): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' }).end(`${PRODUCT} gateway: internal error\n`);
+}
+
 export function createGateway(config: GatewayConfig, deps: GatewayDeps): GatewayInstance {
   const { logger } = deps;
   const metrics = createGatewayMetrics(deps.registry, config.METRICS_MAX_PODS);
@@ -90,6 +100,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     resolver: deps.resolver ?? staticHostsResolver(config.GATEWAY_STATIC_HOSTS, systemResolver),
     localAddresses: deps.localAddresses ?? localInterfaceAddresses(),
   });
+  const guard = createGuard({ logger, registry: deps.registry });
   const dial = deps.connect ?? ((target) => netConnect(target));
   let active = 0;
   const perPod = new Map<string, number>();
@@ -222,26 +233,26 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
   });
-  server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  // Every handler runs in the guard: an unexpected error (a bug) is logged with its code, counted,
+  // and answered 500 (or its socket closed); the gateway keeps serving every other tunnel.
+  const failSocket = (_err: unknown, _req: IncomingMessage, socket: Duplex) => refuse(socket, 500, 'internal error');
+  server.on('connect', guard.wrap('gateway.connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const s = socket as Socket;
     // Errors after a refusal or during a tunnel end in 'close'; none may end the process.
     s.on('error', () => s.destroy());
-    handleConnect(req, s, head).catch((err: unknown) => {
-      logger.error({ err }, 'CONNECT handling failed');
-      refuse(s, 500, 'internal error');
-    });
-  });
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    return handleConnect(req, s, head);
+  }, failSocket));
+  server.on('request', guard.wrap('gateway.request', (req: IncomingMessage, res: ServerResponse) => {
     req.resume();
     const reason = 'this is an egress gateway: only CONNECT host:port with the pod\'s token';
     res.writeHead(405, { [HEADER_DENY_REASON]: reason, allow: 'CONNECT', 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
     res.end(`${PRODUCT} gateway: ${reason}\n`);
-  });
-  server.on('upgrade', (_req: IncomingMessage, socket: Duplex) => {
+  }, (_err, _req, res) => failResponse(res)));
+  server.on('upgrade', guard.wrap('gateway.upgrade', (_req: IncomingMessage, socket: Duplex) => {
     socket.on('error', () => socket.destroy());
     refuse(socket, 405, 'only CONNECT is served');
-  });
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+  }, failSocket));
+  server.on('clientError', guard.wrap('gateway.client-error', (err: NodeJS.ErrnoException, socket: Duplex) => {
     socket.on('error', () => socket.destroy());
     if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
     const [status, reason] = err.code === 'HPE_HEADER_OVERFLOW'
@@ -250,10 +261,11 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
         ? [408, `request not received within ${config.HEADER_TIMEOUT_MS} ms`]
         : [400, `malformed request (${err.code ?? 'parse error'})`];
     refuse(socket, status, reason);
-  });
+  }, (_err, _clientErr, socket) => socket.destroy()));
 
   let ready = false;
-  const metricsServer = createServer({ maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: config.HEADER_TIMEOUT_MS }, (req, res) => {
+  const metricsServer = createServer({ maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: config.HEADER_TIMEOUT_MS });
+  metricsServer.on('request', guard.wrap('gateway.metrics', (req: IncomingMessage, res: ServerResponse) => {
     req.resume();
     const path = (req.url ?? '').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -270,7 +282,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       return;
     }
     res.writeHead(404).end();
-  });
+  }, (_err, _req, res) => failResponse(res)));
 
   return {
     server,
