@@ -30,7 +30,7 @@ type Json = Record<string, unknown>;
 const DESCRIPTIONS: Record<string, Record<string, string>> = {
   'webhook-injection': {
     namespaces: 'Namespaces this webhook injects, a second fence behind the MutatingWebhookConfiguration\'s namespaceSelector; Pods of other namespaces are allowed untouched. Empty: every namespace the API server sends.',
-    workspaceContainerName: 'The container that runs the workspace (agent port, /workspace volume, readiness probe). A single-container Pod\'s container is the workspace whatever its name; a Pod with several containers and none of this name is denied.',
+    workspaceContainerName: 'The container that runs the workspace (agent port, /workspace volume, startup, readiness and liveness probes). A single-container Pod\'s container is the workspace whatever its name; a Pod with several containers and none of this name is denied.',
     'runtime.runtimeClassName': 'RuntimeClass of every Pod; null leaves `spec.runtimeClassName` unset (local clusters without gVisor).',
     'runtime.allowedFallbacks': 'RuntimeClasses the Pod annotation `workspace-sandbox.io/runtime` may select instead, for workloads gVisor cannot run; any other value is denied.',
     workspaceServiceAccount: 'spec.serviceAccountName every workspace Pod must have (the Pod Identity association\'s subject; refused otherwise, never set: the backend creates the Pod with it); null: not checked.',
@@ -59,6 +59,7 @@ const DESCRIPTIONS: Record<string, Record<string, string>> = {
     'workspace.noProxy': '`NO_PROXY` entries added after `localhost,127.0.0.1,::1`.',
     'workspace.workspaceSizeLimit': 'sizeLimit of the `/workspace` emptyDir.',
     'workspace.tmpSizeLimit': 'sizeLimit of the `/tmp` emptyDir (medium: Memory).',
+    'workspace.startupTimeoutSeconds': 'How long the agent may take to answer `/health` (the workspace container\'s startupProbe, one probe per second) before the kubelet restarts the container; readiness and liveness probes start only once it has answered.',
     'credentials.moveEnv': 'Environment variables that carry cloud credentials (EKS Pod Identity, IRSA, static keys): moved from every workspace container to the sidecar.',
     'credentials.copyEnv': 'Environment variables the sidecar needs too (e.g. the SigV4 region): copied to the sidecar and left in place. Must not repeat `moveEnv`.',
     'credentials.moveVolumes': 'Volumes that carry credentials (token projections of the EKS Pod Identity and IRSA webhooks): their mounts move to the sidecar. Any other Secret or token volume mounted into a workspace container is denied.',

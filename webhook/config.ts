@@ -182,6 +182,8 @@ export const injectionConfigSchema = z.strictObject({
     noProxy: z.array(z.string().regex(/^[^,\s]+$/, 'must be one NO_PROXY entry (no commas or spaces)')).default([]),
     workspaceSizeLimit: quantity.default('5Gi'),
     tmpSizeLimit: quantity.default('512Mi'),
+    /** Seconds the agent may take to answer /health (the workspace's startupProbe) before the kubelet restarts the container. */
+    startupTimeoutSeconds: z.number().int().min(1).max(3600).default(60),
   }).prefault({}),
   /**
    * Per-pod tokens (lib/pod-token.ts): the ConfigMap of public keys that verify them, mounted

@@ -83,6 +83,8 @@ export interface InjectionStatus {
   containers: string[];
   volumes: string[];
   credentials: string[];
+  /** The workspace container's probes this webhook set (the creator's own are kept). */
+  probes: string[];
   /** The fallback RuntimeClass the runtime annotation selected instead of the config's (runc instead of gVisor). */
   runtimeFallback?: string;
 }
@@ -134,6 +136,27 @@ function httpProbe(path: string, port: number, extra: Json): Json {
   // Every field the API server would default is written out (timeoutSeconds, successThreshold,
   // failureThreshold, scheme), so the Pod we return equals the Pod the API server stores.
   return { httpGet: { path, port, scheme: 'HTTP' }, ...extra };
+}
+
+// Probe timing. A cold start waits on these (docs/operations.md, "Cold start"), so no probe has an
+// initial delay: a startup probe polls every second from the container's start, and the kubelet
+// holds readiness and liveness back until it has passed (then runs readiness at once), so a delay
+// would only add to the time to Ready.
+const startupTiming = (budgetSeconds: number): Json => ({ periodSeconds: 1, timeoutSeconds: 1, successThreshold: 1, failureThreshold: budgetSeconds });
+// Should the kubelet's immediate readiness run after startup miss, the next one is at most 2 s away.
+const READINESS_TIMING: Json = { periodSeconds: 2, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 3 };
+// A wedged agent is restarted after a minute without an answer; a busy one (its workspace using all
+// of the container's CPU) has 5 s to answer each probe.
+const LIVENESS_TIMING: Json = { periodSeconds: 10, timeoutSeconds: 5, successThreshold: 1, failureThreshold: 6 };
+
+/** The workspace's probes, all on the agent's unauthenticated /health. */
+function workspaceProbes(config: InjectionConfig): Record<'startupProbe' | 'readinessProbe' | 'livenessProbe', Json> {
+  const probe = (timing: Json) => httpProbe(AGENT_PATHS.health, PORTS.agent, timing);
+  return {
+    startupProbe: probe(startupTiming(config.workspace.startupTimeoutSeconds)),
+    readinessProbe: probe(READINESS_TIMING),
+    livenessProbe: probe(LIVENESS_TIMING),
+  };
 }
 
 /** Sets `name` to `value`; later entries of the same name go (Kubernetes uses the last one). */
@@ -241,6 +264,7 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
   }
 
   const noProxy = noProxyOf(config);
+  const setProbes: string[] = [];
   let usesTmp = false;
   let usesWorkspaceVolume = false;
   for (const c of appContainers) {
@@ -303,8 +327,13 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
         const named = ports.some((p) => p.name === 'agent');
         ports.push({ ...(named ? {} : { name: 'agent' }), containerPort: PORTS.agent, protocol: 'TCP' });
       }
-      if (c.readinessProbe == null) {
-        c.readinessProbe = httpProbe(AGENT_PATHS.health, PORTS.agent, { initialDelaySeconds: 3, periodSeconds: 5, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 3 });
+      // Probes a previous injection set are re-rendered from this config; the creator's are kept.
+      const previous = new Set(status?.workspaceContainer === c.name && Array.isArray(status.probes) ? status.probes : []);
+      for (const [field, probe] of Object.entries(workspaceProbes(config))) {
+        if (previous.has(field)) delete c[field];
+        if (c[field] != null) continue;
+        c[field] = probe;
+        setProbes.push(field);
       }
     }
   }
@@ -378,6 +407,7 @@ export function inject(input: unknown, config: InjectionConfig, options: InjectO
     containers: appContainers.map((c) => c.name),
     volumes: added.map((v) => v.name as string),
     credentials: [...moved.keys(), ...movedMounts.keys()],
+    probes: setProbes,
   };
   const runtimeFallback = wantedRuntime !== null && wantedRuntime !== config.runtime.runtimeClassName ? wantedRuntime : undefined;
   if (runtimeFallback !== undefined) {
@@ -631,9 +661,10 @@ function renderSidecar(ctx: Context, config: InjectionConfig, inputs: SidecarInp
     },
     volumeMounts: mounts,
     // The kubelet starts the next container only after the sidecar's startupProbe passes, and the
-    // proxy turns ready only after it has written its CA into the shared dir.
-    startupProbe: probe({ periodSeconds: 1, timeoutSeconds: 1, successThreshold: 1, failureThreshold: sc.startupTimeoutSeconds }),
-    readinessProbe: probe({ periodSeconds: 5, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 3 }),
+    // proxy turns ready only after it has written its CA into the shared dir: the workspace starts
+    // within a second of the CA being there. A sidecar's readiness counts toward the Pod's Ready.
+    startupProbe: probe(startupTiming(sc.startupTimeoutSeconds)),
+    readinessProbe: probe(READINESS_TIMING),
     terminationMessagePath: '/dev/termination-log',
     terminationMessagePolicy: 'File',
     securityContext: {

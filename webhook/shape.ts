@@ -122,7 +122,7 @@ class Checker {
       }
     }
     this.securityContext(c.securityContext, `${field}.securityContext`);
-    this.object(c.readinessProbe, `${field}.readinessProbe`);
+    for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) this.object(c[probe], `${field}.${probe}`);
   }
 }
 

@@ -144,7 +144,7 @@ const TAMPERS: Tamper[] = [
   { name: 'another init container before the sidecar', expect: ['sidecar'], apply: (p, c) => {
     const setup = structuredClone(workspaceOf(p, c));
     setup.name = 'setup';
-    delete setup.readinessProbe;
+    for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) delete setup[probe];
     delete setup.ports;
     p.spec.initContainers.unshift(setup);
   } },

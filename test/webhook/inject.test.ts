@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../../lib/config.ts';
-import { ANNOTATION_STATUS, CA_VALIDITY_MARGIN_SECONDS, MAX_CA_VALIDITY_SECONDS } from '../../lib/constants.ts';
+import { AGENT_PATHS, ANNOTATION_STATUS, CA_VALIDITY_MARGIN_SECONDS, MAX_CA_VALIDITY_SECONDS, PORTS, PROXY_ADMIN_PATHS } from '../../lib/constants.ts';
 import { DEFAULT_INJECTION_CONFIG, configHash, injectionConfigSchema, parseInjectionConfig } from '../../webhook/config.ts';
 import { inject, readStatus, type Injected, type Json } from '../../webhook/inject.ts';
 import { parseQuantity } from '../../lib/quantity.ts';
@@ -230,4 +230,64 @@ t.test('every workspace carries karpenter.sh/do-not-disrupt (Karpenter never rep
   const out = injected(inject(basePod(), config)).pod as Json & { metadata: { annotations: Record<string, string> } };
   t.equal(out.metadata.annotations['karpenter.sh/do-not-disrupt'], 'true');
   t.equal(JSON.stringify(injected(inject(out, config)).pod), JSON.stringify(out), 'a fixpoint');
+});
+
+type Probe = { httpGet: { path: string; port: number; scheme: string }; initialDelaySeconds?: number; periodSeconds: number; timeoutSeconds: number; successThreshold: number; failureThreshold: number };
+type Probed = C & { startupProbe?: Probe; readinessProbe?: Probe; livenessProbe?: Probe; restartPolicy?: string };
+const PROBES = ['startupProbe', 'readinessProbe', 'livenessProbe'] as const;
+
+t.test('the probes never delay the first Ready: startup probes poll every second, no probe waits before its first run', async (t) => {
+  const out = injected(inject(basePod(), config)).pod as Json & { spec: { containers: Probed[]; initContainers: Probed[] } };
+  const ws = out.spec.containers[0]!;
+  const sidecar = out.spec.initContainers[0]!;
+  t.equal(sidecar.restartPolicy, 'Always', 'a native sidecar: the kubelet starts the workspace once its startupProbe passes');
+
+  // Every workspace probe asks the agent's /health, unauthenticated, on the TCP port the webhook tells it to listen on.
+  const env = (name: string) => ws.env!.find((e) => e.name === name)?.value;
+  t.same([env('AGENT_LISTEN_MODE'), env('AGENT_PORT')], ['tcp', String(PORTS.agent)]);
+  for (const field of PROBES) t.same(ws[field]?.httpGet, { path: AGENT_PATHS.health, port: PORTS.agent, scheme: 'HTTP' }, `workspace ${field} on /health`);
+  for (const field of ['startupProbe', 'readinessProbe'] as const) t.same(sidecar[field]?.httpGet, { path: PROXY_ADMIN_PATHS.readyz, port: PORTS.proxyAdmin, scheme: 'HTTP' }, `sidecar ${field} on /readyz`);
+
+  for (const [c, what] of [[ws, 'workspace'], [sidecar, 'sidecar']] as const) {
+    t.equal(c.startupProbe?.periodSeconds, 1, `${what}: the startup probe polls every second`);
+    for (const field of PROBES) {
+      const p = c[field];
+      if (!p) continue;
+      t.equal(p.initialDelaySeconds, undefined, `${what} ${field}: no initial delay`);
+      t.ok(p.timeoutSeconds <= p.periodSeconds, `${what} ${field}: a probe ends before the next is due`);
+    }
+    // Should the kubelet's immediate readiness run after startup miss, the next is at most 2 s away.
+    t.ok(c.readinessProbe!.periodSeconds <= 2, `${what}: readiness polls at least every 2 s`);
+  }
+  // The start budget is period times failureThreshold: the config's startupTimeoutSeconds.
+  t.equal(ws.startupProbe!.failureThreshold, config.workspace.startupTimeoutSeconds);
+  t.equal(sidecar.startupProbe!.failureThreshold, config.sidecar.startupTimeoutSeconds);
+  // Liveness restarts a wedged agent only: a minute of silence, 5 s for each answer.
+  t.ok(ws.livenessProbe!.periodSeconds * ws.livenessProbe!.failureThreshold >= 60);
+  t.ok(ws.livenessProbe!.timeoutSeconds >= 5);
+  t.same(readStatus(out)?.probes, [...PROBES]);
+
+  const slow = parseInjectionConfig({ ...(example as Json), workspace: { ...((example as Json).workspace as Json), startupTimeoutSeconds: 300 } });
+  const rerun = injected(inject(out, slow)).pod as typeof out;
+  t.equal(rerun.spec.containers[0]!.startupProbe!.failureThreshold, 300, 'a re-run re-renders the webhook\'s own probes from the current config');
+  t.equal(JSON.stringify(injected(inject(rerun, slow)).pod), JSON.stringify(rerun), 'a fixpoint');
+});
+
+t.test('the creator\'s own probes are kept, on a re-run too; a forged status removes nothing but probes', async (t) => {
+  const own: Probe = { httpGet: { path: '/ready', port: 9000, scheme: 'HTTP' }, initialDelaySeconds: 5, periodSeconds: 10, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 3 };
+  const pod = basePod() as Json & { spec: { containers: Probed[] } };
+  pod.spec.containers[0]!.readinessProbe = own;
+  const out = injected(inject(pod, config)).pod as typeof pod;
+  t.same(out.spec.containers[0]!.readinessProbe, own, 'the creator\'s readiness probe');
+  t.equal(out.spec.containers[0]!.startupProbe?.httpGet.path, AGENT_PATHS.health, 'the missing ones are added');
+  t.equal(out.spec.containers[0]!.livenessProbe?.httpGet.path, AGENT_PATHS.health);
+  t.same(readStatus(out)?.probes, ['startupProbe', 'livenessProbe']);
+  t.same((injected(inject(out, config)).pod as typeof pod).spec.containers[0]!.readinessProbe, own, 'still the creator\'s after a re-run');
+
+  const forged = basePod() as Json & { metadata: Json; spec: { containers: (Probed & { image: string })[] } };
+  forged.metadata.annotations = { [ANNOTATION_STATUS]: JSON.stringify({ workspaceContainer: 'workspace', probes: ['image', 'securityContext', 'readinessProbe'] }) };
+  forged.spec.containers[0]!.readinessProbe = own;
+  const rebuilt = injected(inject(forged, config)).pod as typeof forged;
+  t.equal(rebuilt.spec.containers[0]!.image, 'example/ws:1', 'a field that is not a probe stays');
+  t.equal(rebuilt.spec.containers[0]!.readinessProbe!.httpGet.path, AGENT_PATHS.health, 'a probe the status claims is re-rendered');
 });
