@@ -47,6 +47,11 @@ t.test('a Pod CREATE is answered with a JSON Patch that reproduces inject(), uid
   t.equal(lines.length, 1, 'one canonical line per review');
   t.match(lines[0], { uid: review.request.uid, namespace: 'sandboxes', pod: 'ws-1', operation: 'CREATE', result: 'injected', status: 200, patchOps: patch.length, dryRun: false });
   t.type(lines[0]!.durationMs, 'number');
+  // JSON.parse keeps the last of two equal keys, so a duplicate (the logger's own `name` and a Pod
+  // name) is only visible in the raw line: every key of the review line appears once.
+  const raw = webhook.logs.text().split('\n').find((l) => l.includes(`"msg":"${LOG_REVIEW}"`))!;
+  const keys = [...raw.matchAll(/[{,]"([^"]+)":/g)].map((m) => m[1]);
+  t.same(keys.filter((k, i) => keys.indexOf(k) !== i), [], 'no key twice in the raw log line');
   const metrics = await metricsText(webhook.metricsUrl);
   t.match(metrics, /admission_requests_total\{operation="CREATE",result="injected",program="webhook"\} 1/);
   t.match(metrics, /admission_duration_seconds_bucket\{le="0.0005",program="webhook",result="injected"\}/);
