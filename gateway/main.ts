@@ -27,10 +27,6 @@ export async function main(argv: string[]): Promise<number | void> {
     process.stdout.write(`${usage()}\n`);
     return 0;
   }
-  if (argv.length > 0) {
-    process.stderr.write(`${PRODUCT} gateway: unexpected arguments: ${argv.join(' ')}\n\n${usage()}\n`);
-    return 2;
-  }
   const config = loadGatewayConfig();
   const logger = createLogger({ name: 'gateway', level: config.LOG_LEVEL });
   const registry = createMetricsRegistry({ program: 'gateway' });
