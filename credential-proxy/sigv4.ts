@@ -4,7 +4,7 @@
 // (AWS_CONTAINER_CREDENTIALS_FULL_URI + AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE), IRSA (web identity
 // token) and plain env keys; the chain caches them and refreshes before expiry. The proxy signs
 // over the whole buffered body because Bedrock requires the payload hash in the signature.
-import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
+import type * as SmithySerde from '@smithy/core/serde';
 import type * as SmithyHttp from '@smithy/protocol-http';
 import type * as SmithySigV4 from '@smithy/signature-v4';
 import type { SignatureV4 } from '@smithy/signature-v4';
@@ -13,14 +13,6 @@ import type { SecretSet } from '../lib/log.ts';
 import type { CredentialSpec } from './credential-spec.ts';
 
 type SigV4Credential = Extract<CredentialSpec, { type: 'aws-sigv4' }>;
-/** What the signer hands a hash: the SDK's SourceData. */
-type SourceData = string | ArrayBuffer | ArrayBufferView;
-
-function bytes(data: SourceData): string | Uint8Array {
-  if (typeof data === 'string') return data;
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  return new Uint8Array(data);
-}
 
 export interface AwsCredentials {
   readonly accessKeyId: string;
@@ -46,38 +38,6 @@ function defaultChain(): AwsCredentialsProvider {
 
 /** Default cap on a body buffered for signing (BODY_SIGNING_CAP_BYTES). */
 export const DEFAULT_SIGNING_BODY_CAP = 10 * 1024 * 1024;
-
-/**
- * SHA-256 / HMAC-SHA-256 in the Checksum shape the signer expects, on node:crypto (what the SDK's
- * own @smithy/hash-node does). The pure-JS @aws-crypto/sha256-js hashes a 10 MiB body in ~150 ms on
- * this machine kind against ~8 ms here, and it would block the event loop for every other request
- * meanwhile.
- */
-class NodeSha256 {
-  readonly #secret: Uint8Array | string | undefined;
-  #hash: Hash | Hmac;
-
-  constructor(secret?: SourceData) {
-    this.#secret = secret === undefined ? undefined : bytes(secret);
-    this.#hash = this.#make();
-  }
-
-  #make(): Hash | Hmac {
-    return this.#secret === undefined ? createHash('sha256') : createHmac('sha256', this.#secret);
-  }
-
-  update(data: SourceData): void {
-    this.#hash.update(bytes(data));
-  }
-
-  digest(): Promise<Uint8Array> {
-    return Promise.resolve(this.#hash.digest());
-  }
-
-  reset(): void {
-    this.#hash = this.#make();
-  }
-}
 
 /**
  * The signing name: `bedrock-runtime` is Bedrock's endpoint prefix, but its requests are signed
@@ -125,15 +85,19 @@ export function createSigV4Signer(options: SigV4SignerOptions = {}): SigV4Signer
   };
   // The signer modules are loaded when a SigV4 rule first signs: most pods never do, and their
   // module graph is a sizeable part of the proxy's start-up time and memory.
-  let modules: Promise<[typeof SmithySigV4, typeof SmithyHttp]> | undefined;
-  const load = () => modules ??= Promise.all([import('@smithy/signature-v4'), import('@smithy/protocol-http')]);
+  let modules: Promise<[typeof SmithySigV4, typeof SmithyHttp, typeof SmithySerde]> | undefined;
+  const load = () => modules ??= Promise.all([import('@smithy/signature-v4'), import('@smithy/protocol-http'), import('@smithy/core/serde')]);
   const signers = new Map<string, SignatureV4>();
-  const signerFor = (Signer: typeof SignatureV4, service: string, region: string) => {
+  const signerFor = (Signer: typeof SignatureV4, Hash: typeof SmithySerde.Hash, service: string, region: string) => {
     const key = `${service}\0${region}`;
     let signer = signers.get(key);
     if (!signer) {
+      // The SDK's own Node hash (node:crypto), bound to SHA-256 as the SDK's clients bind it: the
+      // pure-JS @aws-crypto/sha256-js hashes a 10 MiB body in ~150 ms on this machine kind against
+      // ~8 ms here, and would block the event loop for every other request meanwhile.
       // applyChecksum false: like the SDK for every service but S3, no x-amz-content-sha256 header.
-      signer = new Signer({ service, region, credentials, sha256: NodeSha256, uriEscapePath: true, applyChecksum: false });
+      const sha256 = Hash.bind(null, 'sha256');
+      signer = new Signer({ service, region, credentials, sha256, uriEscapePath: true, applyChecksum: false });
       signers.set(key, signer);
     }
     return signer;
@@ -146,7 +110,7 @@ export function createSigV4Signer(options: SigV4SignerOptions = {}): SigV4Signer
       const query = q === -1 ? {} : parseQuery(request.url.slice(q + 1));
       const colon = request.host.lastIndexOf(':');
       const hostname = colon > 0 && !request.host.endsWith(']') ? request.host.slice(0, colon) : request.host;
-      const [{ SignatureV4: Signer }, { HttpRequest }] = await load();
+      const [{ SignatureV4: Signer }, { HttpRequest }, { Hash }] = await load();
       const http = new HttpRequest({
         method: request.method,
         protocol: 'https:',
@@ -156,7 +120,7 @@ export function createSigV4Signer(options: SigV4SignerOptions = {}): SigV4Signer
         headers: { ...request.headers, host: request.host },
         body: request.body,
       });
-      const signed = await signerFor(Signer, signingName(spec.service), spec.region).sign(http, signingDate ? { signingDate } : {});
+      const signed = await signerFor(Signer, Hash, signingName(spec.service), spec.region).sign(http, signingDate ? { signingDate } : {});
       return signed.headers as Record<string, string>;
     },
   };
@@ -165,6 +129,11 @@ export function createSigV4Signer(options: SigV4SignerOptions = {}): SigV4Signer
 /**
  * The query as the signer wants it: decoded keys and values (it re-encodes them per RFC 3986, as
  * AWS does on its side). `+` stays a plus: AWS canonicalisation is not form decoding.
+ *
+ * Not the SDK's parseQueryString (@smithy/core/transport): it is made for URLs the SDK built
+ * itself, and on what a workspace sends it would break the signature or the proxy: a key without
+ * a value (`?versions`, `?d=`) becomes null, which the signer leaves out of the canonical query
+ * while AWS signs it as `d=`; `a=b=c` loses `=c`; and a malformed escape throws a URIError.
  */
 export function parseQuery(raw: string): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
