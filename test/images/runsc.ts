@@ -2,7 +2,9 @@
 // host's / read-only (a private directory holding a read-only bind of each of its top-level
 // directories, so the mount points runsc creates for the volumes land there and never in the
 // host's /), writable tmpfs volumes only where the Pod has emptyDirs, a numeric
-// user, and the host network (no network namespace) so the test reaches the server over loopback.
+// user, and the host network (no network namespace) so the test reaches the server over loopback
+// — or, given a network namespace, gVisor's own network stack in it (runsc --network=sandbox), as
+// a Pod's sandbox runs in the Pod's namespace. `execArgs` runs further processes in the sandbox.
 // `runsc kill <id> TERM` delivers SIGTERM to the container's PID 1, as containerd's shim does.
 // Needs root (runsc's default mode here). A missing runsc skips loudly, or fails with
 // REQUIRE_RUNSC=1.
@@ -40,6 +42,13 @@ export interface SandboxOptions {
   env: Record<string, string>;
   user: { uid: number; gid: number };
   mounts: SandboxMount[];
+  /**
+   * A network namespace made with `ip netns` (its name): the sandbox runs its own network stack
+   * there, taking over the namespace's interfaces, addresses and routes. Without it: the host network.
+   */
+  netns?: string;
+  /** Every capability set of the container's processes (runsc exec's too); runsc spec's defaults when absent. */
+  capabilities?: string[];
 }
 
 export interface Sandbox {
@@ -51,6 +60,8 @@ export interface Sandbox {
   signal(signal: 'TERM' | 'KILL' | 'INT'): void;
   /** Resolves with the exit code of `runsc run` (the container's exit status). */
   readonly exited: Promise<number | null>;
+  /** The command line that runs `args` as another process in the sandbox (runsc exec). */
+  execArgs(args: string[], opts?: { user?: { uid: number; gid: number }; env?: Record<string, string> }): string[];
   destroy(): Promise<void>;
 }
 
@@ -87,9 +98,9 @@ export function startSandbox(opts: SandboxOptions): Sandbox {
   if (spec.status !== 0) throw new Error(`runsc spec failed: ${spec.stderr}`);
   const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as {
     root: { path: string; readonly: boolean };
-    process: { args: string[]; cwd: string; env: string[]; terminal: boolean; user: { uid: number; gid: number } };
+    process: { args: string[]; cwd: string; env: string[]; terminal: boolean; user: { uid: number; gid: number }; capabilities?: Record<string, string[]> };
     mounts: { destination: string; type: string; source: string; options: string[] }[];
-    linux: { namespaces: { type: string }[] };
+    linux: { namespaces: { type: string; path?: string }[] };
     hostname?: string;
   };
   const rootfs = join(dir, 'rootfs');
@@ -100,8 +111,13 @@ export function startSandbox(opts: SandboxOptions): Sandbox {
   config.process.terminal = false;
   config.process.user = { uid: opts.user.uid, gid: opts.user.gid };
   config.process.env = Object.entries(opts.env).map(([k, v]) => `${k}=${v}`);
-  // Host network: the test's client connects over loopback (runsc --network=host).
+  if (opts.capabilities) {
+    const caps = opts.capabilities;
+    config.process.capabilities = Object.fromEntries(['bounding', 'effective', 'inheritable', 'permitted', 'ambient'].map((set) => [set, caps]));
+  }
+  // Host network (the test's client connects over loopback, runsc --network=host), or the given namespace.
   config.linux.namespaces = config.linux.namespaces.filter((n) => n.type !== 'network');
+  if (opts.netns) config.linux.namespaces.push({ type: 'network', path: `/var/run/netns/${opts.netns}` });
   delete config.hostname;
   for (const m of opts.mounts) {
     config.mounts.push(m.source
@@ -111,7 +127,14 @@ export function startSandbox(opts: SandboxOptions): Sandbox {
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(config, null, 2));
 
   const id = `ws-test-${process.pid}-${counter++}`;
-  const child = spawn(RUNSC, ['--root', state, '--network=host', 'run', '--bundle', bundle, id], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const runArgs = [RUNSC, '--root', state, `--network=${opts.netns ? 'sandbox' : 'host'}`, 'run', '--bundle', bundle, id];
+  // This runsc (20240729) refuses its own network stack when /proc/sys/net/core is visible (it takes
+  // that for the root network namespace; newer kernels show it in every namespace, fixed upstream in
+  // 20240807): it starts in a private mount namespace where that directory is hidden.
+  const hideNetCore = (ns: string) => ['unshare', '-m', '--propagation', 'slave', 'sh', '-c',
+    `nsenter --net=/var/run/netns/${ns} mount -t tmpfs -o size=4k,mode=555 hidden /proc/sys/net/core && exec "$@"`, '--'];
+  const argv = opts.netns ? [...hideNetCore(opts.netns), ...runArgs] : runArgs;
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
   child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
@@ -124,6 +147,12 @@ export function startSandbox(opts: SandboxOptions): Sandbox {
     output: () => out,
     signal: (signal) => { runsc('kill', id, signal); },
     exited,
+    execArgs: (args, o = {}) => [
+      RUNSC, '--root', state, 'exec',
+      ...(o.user ? ['--user', `${o.user.uid}:${o.user.gid}`] : []),
+      ...Object.entries(o.env ?? {}).flatMap(([k, v]) => ['--env', `${k}=${v}`]),
+      id, ...args,
+    ],
     destroy: async () => {
       if (child.exitCode === null && child.signalCode === null) {
         runsc('kill', id, 'KILL');
