@@ -2,9 +2,10 @@
 // unicast; everything else has a named class so a denial says why. IPv6 forms that embed or
 // translate to IPv4 (mapped, compatible, NAT64, 6to4, Teredo) are denied outright: checking the
 // embedded IPv4 would still leave the translator deciding where the bytes go.
-// Ranges: IANA IPv4/IPv6 Special-Purpose Address Registries (RFC 6890 and updates).
-import { isIP } from 'node:net';
-import { ipv4ToInt, ipv6Groups } from '../lib/ip.ts';
+// Ranges: IANA IPv4/IPv6 Special-Purpose Address Registries (RFC 6890 and updates), one table per
+// family that both the classifier (as node:net BlockLists) and the gateway's NetworkPolicy read.
+import { BlockList, isIP } from 'node:net';
+import { ipv6Groups } from '../lib/ip.ts';
 
 export type AddressClass =
   | 'public' | 'unspecified' | 'loopback' | 'private' | 'link-local' | 'cgnat' | 'multicast' | 'broadcast'
@@ -18,85 +19,100 @@ export interface Classified {
   readonly public: boolean;
 }
 
-function cidr4(base: string, bits: number): [number, number] {
-  const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
-  return [(ipv4ToInt(base) & mask) >>> 0, mask];
+type Range = readonly [cidr: string, cls: AddressClass];
+
+// First match wins: a block nested in a bigger one (0.0.0.0/32 in 0.0.0.0/8) comes first.
+const V4_RANGES: readonly Range[] = [
+  ['0.0.0.0/32', 'unspecified'],
+  ['0.0.0.0/8', 'this-network'],
+  ['10.0.0.0/8', 'private'],
+  ['100.64.0.0/10', 'cgnat'],
+  ['127.0.0.0/8', 'loopback'],
+  // Includes 169.254.169.254 (cloud metadata) and 169.254.170.23 (EKS Pod Identity agent).
+  ['169.254.0.0/16', 'link-local'],
+  ['172.16.0.0/12', 'private'],
+  ['192.0.0.0/24', 'ietf-protocol'],
+  ['192.0.2.0/24', 'documentation'],
+  ['192.88.99.0/24', 'reserved'], // deprecated 6to4 relay anycast
+  ['192.168.0.0/16', 'private'],
+  ['198.18.0.0/15', 'benchmarking'],
+  ['198.51.100.0/24', 'documentation'],
+  ['203.0.113.0/24', 'documentation'],
+  ['224.0.0.0/4', 'multicast'],
+  ['255.255.255.255/32', 'broadcast'],
+  ['240.0.0.0/4', 'reserved'],
+];
+
+const V6_RANGES: readonly Range[] = [
+  ['::/128', 'unspecified'],
+  ['::1/128', 'loopback'],
+  ['::/96', 'ipv4-compatible'], // ::a.b.c.d (deprecated)
+  ['::ffff:0:0/96', 'ipv4-mapped'],
+  ['64:ff9b::/96', 'nat64'],
+  ['64:ff9b:1::/48', 'nat64'], // local-use NAT64 (RFC 8215)
+  ['100::/64', 'discard'],
+  ['2001:db8::/32', 'documentation'],
+  ['2001::/32', 'teredo'],
+  ['2002::/16', '6to4'],
+  // fc00::/7 covers fd00:ec2::/32 (the EC2 IPv6 metadata and DNS endpoints).
+  ['fc00::/7', 'ula'],
+  ['fe80::/10', 'link-local'],
+  ['fec0::/10', 'site-local'],
+  ['ff00::/8', 'multicast'],
+  // Only global unicast (2000::/3) is public; the rest of the space is unassigned or special.
+  ['::/3', 'reserved'],
+  ['4000::/2', 'reserved'],
+  ['8000::/1', 'reserved'],
+];
+
+/**
+ * The table as node:net BlockLists: one holding every non-public block (a public address, the
+ * common case, costs one check), and one per row to name the class of the others. The families
+ * stay apart: a BlockList matches an IPv4 rule against the IPv4-mapped IPv6 form too, and
+ * ::ffff:10.0.0.1 must be classified as mapped, not as private.
+ */
+function compile(ranges: readonly Range[], family: 'ipv4' | 'ipv6') {
+  const block = (cidr: string) => {
+    const [base, bits] = cidr.split('/') as [string, string];
+    const list = new BlockList();
+    list.addSubnet(base, Number(bits), family);
+    return list;
+  };
+  const all = new BlockList();
+  for (const [cidr] of ranges) {
+    const [base, bits] = cidr.split('/') as [string, string];
+    all.addSubnet(base, Number(bits), family);
+  }
+  return { family, all, rows: ranges.map(([cidr, cls]) => [block(cidr), cls] as const) };
 }
 
-const V4_RANGES: [[number, number], AddressClass][] = [
-  [cidr4('0.0.0.0', 32), 'unspecified'],
-  [cidr4('0.0.0.0', 8), 'this-network'],
-  [cidr4('10.0.0.0', 8), 'private'],
-  [cidr4('100.64.0.0', 10), 'cgnat'],
-  [cidr4('127.0.0.0', 8), 'loopback'],
-  // Includes 169.254.169.254 (cloud metadata) and 169.254.170.23 (EKS Pod Identity agent).
-  [cidr4('169.254.0.0', 16), 'link-local'],
-  [cidr4('172.16.0.0', 12), 'private'],
-  [cidr4('192.0.0.0', 24), 'ietf-protocol'],
-  [cidr4('192.0.2.0', 24), 'documentation'],
-  [cidr4('192.88.99.0', 24), 'reserved'], // deprecated 6to4 relay anycast
-  [cidr4('192.168.0.0', 16), 'private'],
-  [cidr4('198.18.0.0', 15), 'benchmarking'],
-  [cidr4('198.51.100.0', 24), 'documentation'],
-  [cidr4('203.0.113.0', 24), 'documentation'],
-  [cidr4('224.0.0.0', 4), 'multicast'],
-  [cidr4('255.255.255.255', 32), 'broadcast'],
-  [cidr4('240.0.0.0', 4), 'reserved'],
-];
+const V4 = compile(V4_RANGES, 'ipv4');
+const V6 = compile(V6_RANGES, 'ipv6');
+
+function classify(table: ReturnType<typeof compile>, address: string): AddressClass {
+  if (!table.all.check(address, table.family)) return 'public';
+  for (const [list, cls] of table.rows) if (list.check(address, table.family)) return cls;
+  return 'public'; // unreachable: `all` holds exactly the rows
+}
 
 /** V4_RANGES as CIDR blocks: what the egress gateway's NetworkPolicy excepts are generated from. */
 export function nonPublicIPv4Cidrs(): string[] {
-  return V4_RANGES.map(([[base, mask]]) => {
-    const bits = Math.clz32(~mask); // leading ones of the mask
-    return `${base >>> 24}.${(base >>> 16) & 0xff}.${(base >>> 8) & 0xff}.${base & 0xff}/${bits}`;
-  });
+  return V4_RANGES.map(([cidr]) => cidr);
 }
-
-export function classifyIPv4(address: string): AddressClass {
-  const n = ipv4ToInt(address);
-  for (const [[base, mask], cls] of V4_RANGES) if (((n & mask) >>> 0) === base) return cls;
-  return 'public';
-}
-
-function prefixMatch(groups: number[], prefix: number[], bits: number): boolean {
-  for (let i = 0; bits > 0; i++, bits -= 16) {
-    const mask = bits >= 16 ? 0xffff : (0xffff << (16 - bits)) & 0xffff;
-    if (((groups[i]! ^ (prefix[i] ?? 0)) & mask) !== 0) return false;
-  }
-  return true;
-}
-
-const V6_RANGES: [number[], number, AddressClass][] = [
-  [[0, 0, 0, 0, 0, 0xffff], 96, 'ipv4-mapped'],
-  [[0x64, 0xff9b], 96, 'nat64'],
-  [[0x64, 0xff9b, 1], 48, 'nat64'], // local-use NAT64 (RFC 8215)
-  [[0x100], 64, 'discard'],
-  [[0x2001, 0xdb8], 32, 'documentation'],
-  [[0x2001], 32, 'teredo'],
-  [[0x2002], 16, '6to4'],
-  // fc00::/7 covers fd00:ec2::/32 (the EC2 IPv6 metadata and DNS endpoints).
-  [[0xfc00], 7, 'ula'],
-  [[0xfe80], 10, 'link-local'],
-  [[0xfec0], 10, 'site-local'],
-  [[0xff00], 8, 'multicast'],
-];
 
 /** The non-public blocks of V6_RANGES inside global unicast (2000::/3), the only IPv6 space the gateway may reach. */
 export function nonPublicGlobalIPv6Cidrs(): string[] {
-  return V6_RANGES.filter(([prefix]) => ((prefix[0] ?? 0) & 0xe000) === 0x2000)
-    .map(([prefix, bits]) => `${prefix.map((g) => g.toString(16)).join(':')}::/${bits}`);
+  const global = new BlockList();
+  global.addSubnet('2000::', 3, 'ipv6');
+  return V6_RANGES.filter(([cidr]) => global.check(cidr.split('/')[0]!, 'ipv6') && Number(cidr.split('/')[1]) >= 3).map(([cidr]) => cidr);
+}
+
+export function classifyIPv4(address: string): AddressClass {
+  return isIP(address) === 4 ? classify(V4, address) : 'invalid';
 }
 
 export function classifyIPv6(address: string): AddressClass {
-  const g = ipv6Groups(address);
-  if (g.length !== 8) return 'invalid';
-  if (g.every((x) => x === 0)) return 'unspecified';
-  if (g.slice(0, 7).every((x) => x === 0) && g[7] === 1) return 'loopback';
-  // ::a.b.c.d (deprecated IPv4-compatible; also ::/96 in general).
-  if (g.slice(0, 6).every((x) => x === 0)) return 'ipv4-compatible';
-  for (const [prefix, bits, cls] of V6_RANGES) if (prefixMatch(g, prefix, bits)) return cls;
-  // Only global unicast (2000::/3) is public; the rest of the space is unassigned or special.
-  return (g[0]! & 0xe000) === 0x2000 ? 'public' : 'reserved';
+  return isIP(address) === 6 ? classify(V6, address) : 'invalid';
 }
 
 /** Classifies a resolved address (a literal as the resolver returns it, no brackets). */
