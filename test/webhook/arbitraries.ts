@@ -83,6 +83,8 @@ const containerArb = fc.record({
   mountPick: fc.array(fc.nat(20), { maxLength: 3 }),
   mountAt: fc.constantFrom('/data', '/tmp', '/workspace', '/var/run/workspace-sandbox', '/cache'),
   readinessProbe: fc.option(fc.constant({ tcpSocket: { port: 8081 }, periodSeconds: 10, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 3 }), { nil: undefined, freq: 4 }),
+  livenessProbe: fc.option(fc.constant({ exec: { command: ['true'] }, initialDelaySeconds: 30, periodSeconds: 30, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 3 }), { nil: undefined, freq: 4 }),
+  startupProbe: fc.option(fc.constant({ httpGet: { path: '/up', port: 8080, scheme: 'HTTP' }, periodSeconds: 5, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 30 }), { nil: undefined, freq: 4 }),
 });
 
 /** Pods shaped like the API server's deliveries, with hostile and benign values mixed. */
@@ -127,7 +129,7 @@ export const podArb = fc.record({
     if (c.securityContext) out.securityContext = c.securityContext;
     out.resources = c.resources;
     if (c.ports && !init) out.ports = c.ports;
-    if (c.readinessProbe && !init) out.readinessProbe = c.readinessProbe;
+    for (const probe of ['readinessProbe', 'livenessProbe', 'startupProbe'] as const) if (c[probe] && !init) out[probe] = c[probe];
     const mounts: Record<string, unknown>[] = [];
     const used = new Set<string>();
     for (const pick of c.mountPick) {

@@ -67,6 +67,15 @@ t.test(`${RUNS} generated Pods: never throws, idempotent, the patch applies, the
     if (spec.overhead !== undefined && (pod.spec as J).runtimeClassName !== spec.runtimeClassName) throw new Error('stale overhead kept');
     const status = JSON.parse((out.metadata as { annotations: Record<string, string> }).annotations[ANNOTATION_STATUS]!) as J;
     if (status.configHash !== configHash(config)) throw new Error('status without the config hash');
+    // The workspace has all three probes: the creator's own, untouched, or the webhook's, none of which waits before its first run.
+    const original = list((pod.spec as J).containers).find((c) => c.name === status.workspaceContainer) ?? {};
+    const ws = list(spec.containers).find((c) => c.name === status.workspaceContainer)!;
+    for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
+      const p = ws[probe] as J | undefined;
+      if (!p) throw new Error(`workspace without a ${probe}`);
+      const kept = original[probe] === undefined || JSON.stringify(p) === JSON.stringify(original[probe]);
+      if (!kept || (original[probe] === undefined && p.initialDelaySeconds !== undefined)) throw new Error(`${probe} is neither the creator's nor the webhook's`);
+    }
   }), { numRuns: RUNS, ...(seed === undefined ? {} : { seed }) });
   t.pass(`ran ${RUNS} Pods: ${JSON.stringify(counts)}`);
   // The generator must reach every branch, or the properties above prove little.
