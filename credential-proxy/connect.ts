@@ -11,7 +11,7 @@ import { GatewayRefusal, UPSTREAM_OPEN } from './upstream.ts';
 import { refuseSocket, type Refusal } from './respond.ts';
 import type { ProxyContext } from './context.ts';
 import type { InterceptRule } from './interception.ts';
-import { RELAY_BUFFER_BYTES, RELAY_BUFFERS } from './memory.ts';
+import { DownloadRelay, startRelay } from '../lib/relay.ts';
 
 /** `host:port`, `[v6]:port`; the port is mandatory in CONNECT (RFC 9110 §9.3.6) but we default to 443. */
 export function parseAuthority(authority: string): { host: string; port: number } | undefined {
@@ -130,10 +130,9 @@ interface TunnelTarget {
 
 function tunnel(ctx: ProxyContext, client: Socket, head: Buffer, t: TunnelTarget): void {
   const dialStarted = performance.now();
+  // The upstream reads straight into pooled buffers (lib/relay.ts); through the gateway too, since
+  // dial() passes `onread` on once the gateway's answer is read.
   const relay = new DownloadRelay(client);
-  // Downloads are the bulk of tunnel traffic: the upstream reads straight into a small ring of
-  // large buffers (fewer reads, no per-read allocation) that are written to the client as they
-  // are; see DownloadRelay. Uploads use pipe().
   const upstream = ctx.upstream.dial({ address: t.address, port: t.port, family: t.family }, relay.onread);
   relay.source = upstream;
   let established = false;
@@ -155,10 +154,8 @@ function tunnel(ctx: ProxyContext, client: Socket, head: Buffer, t: TunnelTarget
     ctx.metrics.requests.inc({ decision: 'tunnel', rule: t.ruleId });
     client.setNoDelay(true);
     client.write(ESTABLISHED);
-    if (head.length > 0) upstream.write(head);
-    // pipe() gives backpressure both ways: a slow reader pauses the fast writer's socket.
-    client.pipe(upstream);
-    relay.start();
+    // Backpressure both ways: a slow reader pauses the fast writer's socket.
+    startRelay(client, upstream, relay, head);
     // Idle means no bytes either way; the client socket sees both directions.
     client.setTimeout(ctx.config.IDLE_TIMEOUT_MS, () => {
       failure = 'idle timeout';
@@ -203,88 +200,4 @@ function tunnel(ctx: ProxyContext, client: Socket, head: Buffer, t: TunnelTarget
       ...(failure ? { error: failure } : {}),
     });
   });
-}
-
-/**
- * Free relay buffers, shared by every tunnel: a tunnel holds buffers only while bytes are in
- * flight, never a private free list that outlives a burst. Kept up to a bound; the rest is left to
- * the GC.
- */
-const FREE_BUFFERS: Buffer[] = [];
-const MAX_FREE_BUFFERS = 64;
-
-/**
- * Upstream → client bytes of one tunnel, without the Readable stream layer: the upstream socket
- * reads (net.connect's `onread`) into a pooled buffer, each read is written to the client as it
- * is, and the buffer returns to the pool once its write is done. Backpressure: when the client is
- * slow (write() returns false, or RELAY_BUFFERS are in flight) the upstream socket is paused until
- * the client drains, so a client that never reads pins at most RELAY_BUFFERS × RELAY_BUFFER_BYTES
- * (credential-proxy/memory.ts budgets for it).
- */
-class DownloadRelay {
-  source: Socket | undefined;
-  readonly #client: Socket;
-  #inFlight = 0;
-  #started = false;
-  #waiting = false;
-  /** Bytes read before the client side was ready (none in practice: the upstream speaks after the client). */
-  readonly #early: Buffer[] = [];
-
-  constructor(client: Socket) {
-    this.#client = client;
-  }
-
-  readonly onread = {
-    buffer: (): Buffer => this.#take(),
-    callback: (n: number, buf: Buffer): boolean => this.#relay(n, buf),
-  };
-
-  #take(): Buffer {
-    return FREE_BUFFERS.pop() ?? Buffer.allocUnsafeSlow(RELAY_BUFFER_BYTES);
-  }
-
-  #recycle(buf: Buffer): void {
-    if (FREE_BUFFERS.length < MAX_FREE_BUFFERS) FREE_BUFFERS.push(buf);
-  }
-
-  #relay(n: number, buf: Buffer): boolean {
-    const chunk = buf.subarray(0, n);
-    if (!this.#started) {
-      this.#early.push(Buffer.from(chunk));
-      this.#recycle(buf);
-      return true;
-    }
-    if (this.#client.destroyed) {
-      this.#recycle(buf);
-      return false;
-    }
-    this.#inFlight++;
-    const more = this.#client.write(chunk, () => this.#release(buf));
-    if (!more || this.#inFlight >= RELAY_BUFFERS) return this.#pause();
-    return true;
-  }
-
-  #release(buf: Buffer): void {
-    this.#inFlight--;
-    this.#recycle(buf);
-    if (this.#waiting && this.#client.writableLength === 0) this.#resume();
-  }
-
-  #pause(): false {
-    this.#waiting = true;
-    this.#client.once('drain', () => this.#resume());
-    return false;
-  }
-
-  #resume(): void {
-    if (!this.#waiting) return;
-    this.#waiting = false;
-    this.source?.resume();
-  }
-
-  /** The client has its 200: relay from now on. */
-  start(): void {
-    this.#started = true;
-    for (const chunk of this.#early.splice(0)) this.#client.write(chunk);
-  }
 }

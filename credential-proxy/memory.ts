@@ -24,7 +24,7 @@ export const RESERVE_BYTES = 128 * 1024 * 1024;
 /**
  * The most one tunnel can hold whatever its client and upstream do, as measured (resident set
  * growth per tunnel, plain tunnels, the proxy as the bin runs it): a client that never reads
- * ~150 KiB (the download relay's buffers in flight, RELAY_BUFFERS × RELAY_BUFFER_BYTES, plus
+ * ~150 KiB (the download relay's buffers in flight, RELAY_BUFFERS × RELAY_BUFFER_BYTES of lib/relay.ts, plus
  * sockets and bookkeeping); a client uploading to an upstream that never reads 190-460 KiB (the
  * upload pipe's read and write queues, ~230 KiB of it Buffers, the rest allocator slack). Checked
  * by test/credential-proxy/memory.test.ts; figures in docs/security.md.
@@ -36,10 +36,6 @@ export const TUNNEL_SHARE = 0.75;
 
 /** Above this fraction of the limit (resident set), new tunnels and requests get 503. */
 export const SHED_FRACTION = 0.9;
-
-/** Download relay: size of one read buffer, and how many one tunnel may have in flight to its client. */
-export const RELAY_BUFFER_BYTES = 64 * 1024;
-export const RELAY_BUFFERS = 2;
 
 export interface MemoryBudget {
   readonly limitBytes: number;

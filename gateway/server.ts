@@ -4,7 +4,7 @@
 // address and a byte pump with backpressure both ways. Every refusal carries its reason in
 // X-Workspace-Sandbox-Deny-Reason and writes the canonical audit line naming the pod.
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, type OnReadOpts, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -16,6 +16,7 @@ import { headerSafe } from '../credential-proxy/respond.ts';
 import { HEADER_DENY_REASON, PRODUCT } from '../lib/constants.ts';
 import { createGuard } from '../lib/guard.ts';
 import { metricsHandler } from '../lib/metrics.ts';
+import { DownloadRelay, startRelay } from '../lib/relay.ts';
 import { listen, type BoundAddress } from '../lib/server.ts';
 import type { GatewayConfig } from './config.ts';
 import type { KubernetesApi } from './kubernetes.ts';
@@ -34,8 +35,11 @@ export interface GatewayDeps {
   /** Default: GATEWAY_STATIC_HOSTS, then the system resolver. */
   resolver?: Resolver;
   localAddresses?: ReadonlySet<string>;
-  /** Opens the upstream TCP connection to the checked address (default: node:net's connect). */
-  connect?: (target: { host: string; port: number; family: 4 | 6 }) => Socket;
+  /**
+   * Opens the upstream TCP connection to the checked address (default: node:net's connect). The
+   * socket must be opened with `onread`: the relay reads the upstream's bytes through it.
+   */
+  connect?: (target: { host: string; port: number; family: 4 | 6; onread: OnReadOpts }) => Socket;
 }
 
 export interface GatewayInstance {
@@ -162,7 +166,10 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     }
 
     const dialStarted = performance.now();
-    const upstream = dial({ host: verdict.address, port: verdict.port, family: verdict.family });
+    // The upstream reads straight into pooled buffers (lib/relay.ts).
+    const relay = new DownloadRelay(socket);
+    const upstream = dial({ host: verdict.address, port: verdict.port, family: verdict.family, onread: relay.onread });
+    relay.source = upstream;
     upstream.setNoDelay(true);
     let established = false;
     let failure: string | undefined;
@@ -177,11 +184,9 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       metrics.connections.inc({ ...labels, decision: 'tunnel' });
       socket.setNoDelay(true);
       socket.write(ESTABLISHED);
-      if (head.length > 0) upstream.write(head);
-      // pipe() both ways: a slow reader pauses the fast writer, so a tunnel buffers at most a few
-      // high-water marks whatever the client does.
-      socket.pipe(upstream);
-      upstream.pipe(socket);
+      // Backpressure both ways: a slow reader pauses the fast writer, so a tunnel buffers at most
+      // its relay's bound (lib/relay.ts) whatever the client or the upstream does.
+      startRelay(socket, upstream, relay, head);
       socket.setTimeout(config.IDLE_TIMEOUT_MS, () => {
         failure = 'idle timeout';
         socket.destroy();
@@ -201,6 +206,10 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       }
       failure ??= upstreamFailure(err);
       socket.destroy();
+    });
+    // The upstream finished sending: pass the half-close on (the client may still be sending).
+    upstream.once('end', () => {
+      if (established && !socket.destroyed && !socket.writableEnded) socket.end();
     });
     upstream.once('close', () => {
       clearTimeout(connectTimer);

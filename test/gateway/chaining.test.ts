@@ -43,7 +43,7 @@ t.test('every kind of upstream connection goes through the gateway with the pod\
   const g = await startGateway(t, { GATEWAY_CEILING: '*.lab.test,*.lab.test:80' }, {
     connect: (target) => {
       g.dialled.push(`${target.host}:${target.port}`);
-      return netConnect({ host: '127.0.0.1', port: target.port === 443 ? httpsPort : httpPort });
+      return netConnect({ host: '127.0.0.1', port: target.port === 443 ? httpsPort : httpPort, onread: target.onread });
     },
   });
   const tokenFile = join(dir, 'gateway-token');

@@ -57,7 +57,7 @@ export async function startGateway(t: Test, env: Record<string, string> = {}, de
     resolver: mapResolver({ 'api.lab.test': ['198.51.100.10'], 'secret.lab.test': ['198.51.100.10'] }),
     connect: (target) => {
       dialled.push(target.host);
-      return netConnect({ host: '127.0.0.1', port: upstreamPort });
+      return netConnect({ host: '127.0.0.1', port: upstreamPort, onread: target.onread });
     },
     ...deps,
   });
