@@ -12,8 +12,10 @@
 // the client while the upstream's write queue is full.
 //
 // Memory per tunnel is bounded whatever the peers do: a client that never reads pins at most
-// RELAY_BUFFERS × RELAY_BUFFER_BYTES (128 KiB) of download buffers, since the upstream socket is
-// paused until the client drains; an upstream that never reads pins the upload pipe's queues (its
+// RELAY_BUFFERS × RELAY_BUFFER_BYTES (128 KiB) of download buffers in flight, since the upstream
+// socket is paused until the client drains, plus the one buffer node:net keeps armed for the next
+// read (every open upstream socket holds one from its start; a fresh one is not resident until
+// bytes land in it, so an idle tunnel costs ~20 KiB, bench:gateway); an upstream that never reads pins the upload pipe's queues (its
 // high-water marks plus the read in hand). The pool of free buffers is shared by every tunnel and
 // capped, so a burst leaves at most MAX_FREE_BUFFERS × RELAY_BUFFER_BYTES (4 MiB) behind.
 import type { OnReadOpts, Socket } from 'node:net';
