@@ -2,7 +2,7 @@
 // so every script regenerates only its section and the file always shows the latest run.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 
 const README = new URL('./README.md', import.meta.url);
@@ -10,6 +10,26 @@ const README = new URL('./README.md', import.meta.url);
 export function machineLine(): string {
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
   return `Node ${process.version}, ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, ${new Date().toISOString().slice(0, 10)}`;
+}
+
+/**
+ * The machine's load while a bench runs (1-minute load average, sampled every second): the bench's
+ * own processes keep about as many cores busy as the machine has, so a median above cores + 1
+ * means other work shared the machine and the run is marked provisional.
+ */
+export class LoadSampler {
+  readonly #samples: number[] = [];
+  readonly #timer = setInterval(() => this.#samples.push(loadavg()[0]!), 1000).unref();
+
+  stop(): { median: number; max: number; provisional: boolean; line: string } {
+    clearInterval(this.#timer);
+    const m = median(this.#samples);
+    const max = Math.max(...this.#samples);
+    const provisional = !(m <= cpus().length + 1);
+    const line = `load average during the run: median ${m.toFixed(1)}, max ${max.toFixed(1)} on ${cpus().length} cores`
+      + (provisional ? ' · **provisional: the machine was shared with other work during the run; read medians and ratios.**' : '');
+    return { median: m, max, provisional, line };
+  }
 }
 
 /** Replaces the section `name` (created at the end when absent). */
