@@ -3,6 +3,10 @@
 // delivers it), and against a no-op handler in the same server (reads and parses the review,
 // answers allowed) as the floor. Two modes: as fast as possible (req/s) and a fixed 500 req/s
 // (latency). The server runs in its own process, as in production; autocannon shares the machine.
+// Besides req/s, the server's CPU time per request (its own process.cpuUsage() over each run),
+// which a machine shared with other work disturbs far less than the rate.
+// The webhook's patch is webhook/patch.ts, not fast-json-patch `compare`: the in-process part
+// measures both on the same Pod, interleaved, and reports what `compare` would cost.
 //
 //   node test/bench/webhook.ts            # default run, ~1 minute; rewrites the README section
 //   BENCH_SECONDS=20 node test/bench/webhook.ts
@@ -10,6 +14,7 @@ import { fork } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import jsonpatch from 'fast-json-patch';
 import { machineLine, table, writeSection } from './results.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -83,13 +88,14 @@ async function serve(): Promise<void> {
   const server = createWebhookServer({ env, injection, baseline: true });
   const { webhook } = await server.listen();
   process.send!({ port: webhook.port });
+  process.on('message', (m) => { if (m === 'cpu') process.send!({ cpu: process.cpuUsage() }); });
   process.on('disconnect', () => void server.shutdown('bench done').then(() => process.exit(0)));
 }
 
 // ---------------------------------------------------------------------------------------------
 // Client side.
 
-interface Row { route: string; mode: string; rps: number; p50: number; p99: number; errors: number }
+interface Row { route: string; mode: string; rps: number; p50: number; p99: number; errors: number; cpuUs: number }
 
 async function cannon(port: number, path: string, body: string, opts: { rate?: number; seconds: number }): Promise<autocannon.Result> {
   return autocannon({
@@ -119,20 +125,41 @@ async function main(): Promise<void> {
   if (result.denied) throw new Error(`benchmark Pod is denied: ${result.message}`);
   const ops = diff(pod, result.pod).length;
 
-  // In-process cost of inject + diff (no HTTP), for reference.
-  for (let i = 0; i < 2000; i++) diff(pod, (inject(pod, injection) as { pod: object }).pod);
-  const n = 5000;
-  const t0 = performance.now();
-  for (let i = 0; i < n; i++) diff(pod, (inject(pod, injection) as { pod: object }).pod);
-  const usPerOp = ((performance.now() - t0) * 1000) / n;
+  // In-process cost per review (no HTTP): inject alone, + diff, + fast-json-patch compare; rounds
+  // interleaved, medians.
+  const patchers = { none: undefined, diff, compare: (a: object, b: object) => jsonpatch.compare(a, b) };
+  const perReview = (patch: ((a: object, b: object) => unknown) | undefined) => {
+    const n = 2000;
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      const r = inject(pod, injection) as { pod: object };
+      patch?.(pod, r.pod);
+    }
+    return ((performance.now() - t0) * 1000) / n;
+  };
+  const samples: Record<keyof typeof patchers, number[]> = { none: [], diff: [], compare: [] };
+  for (let round = 0; round < 7; round++) {
+    for (const [name, patch] of Object.entries(patchers)) samples[name as keyof typeof patchers].push(perReview(patch));
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+  const usPerOp = median(samples.diff);
+  const diffUs = Math.max(0, usPerOp - median(samples.none));
+  const compareUs = Math.max(0, median(samples.compare) - median(samples.none));
+  const serverCpu = async () => {
+    child.send('cpu');
+    const [{ cpu }] = await once(child, 'message') as [{ cpu: NodeJS.CpuUsage }];
+    return cpu.user + cpu.system;
+  };
 
   process.stdout.write(`warming up (${SECONDS / 2}s)...\n`);
   await cannon(port, '/mutate', body, { seconds: Math.max(2, SECONDS / 2) });
   const rows: Row[] = [];
   for (const [mode, rate] of [['max', undefined], [`${RATE} req/s`, RATE]] as const) {
     for (const [route, path] of [['no-op (floor)', '/noop'], ['/mutate', '/mutate']] as const) {
+      const cpu0 = await serverCpu();
       const r = await cannon(port, path, body, { seconds: SECONDS, ...(rate ? { rate } : {}) });
-      const row = { route, mode, rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx + r.timeouts };
+      const cpuUs = Math.round((await serverCpu() - cpu0) / r.requests.total);
+      const row = { route, mode, rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx + r.timeouts, cpuUs };
       rows.push(row);
       process.stdout.write(`${JSON.stringify(row)}\n`);
     }
@@ -153,9 +180,11 @@ async function main(): Promise<void> {
     `"${RATE} req/s": 10 connections at a fixed overall rate. The no-op route in the same server reads and parses the review and answers allowed.`,
     'Canonical log line on (stdout to /dev/null). autocannon runs on the same machine.',
     '',
-    table(['route', 'load', 'req/s', 'p50 ms', 'p99 ms', 'errors'], rows.map((r) => [r.route, r.mode, r.rps, r.p50, r.p99, r.errors])),
+    table(['route', 'load', 'req/s', 'p50 ms', 'p99 ms', 'server CPU µs/req', 'errors'], rows.map((r) => [r.route, r.mode, r.rps, r.p50, r.p99, r.cpuUs, r.errors])),
     '',
-    `In-process \`inject\` + \`diff\` (no HTTP, no TLS): ${usPerOp.toFixed(0)} µs per review.`,
+    `In-process \`inject\` + \`diff\` (no HTTP, no TLS): ${usPerOp.toFixed(0)} µs per review, of which \`diff\` ${diffUs.toFixed(0)} µs; fast-json-patch`,
+    `\`compare\` in its place: ${compareUs.toFixed(0)} µs, which would add ${((compareUs - diffUs) / mutateMax.cpuUs * 100).toFixed(0)}% to the server's ${mutateMax.cpuUs} µs of CPU per /mutate request`,
+    `(max throughput about ${(100 - 100 / (1 + (compareUs - diffUs) / mutateMax.cpuUs)).toFixed(0)}% lower; the bar for keeping patch.ts is 20%).`,
     '',
     `Targets: ≥ ${TARGET_RPS} admissions/s in one process — measured ${mutateMax.rps} (${mutateMax.rps >= TARGET_RPS ? 'met' : 'NOT met'};`,
     `the no-op floor is ${noopMax.rps}); p99 ≤ ${TARGET_P99_MS} ms at ${RATE} req/s — measured ${mutateRate.p99} ms (${mutateRate.p99 <= TARGET_P99_MS ? 'met' : 'NOT met'}).`,
