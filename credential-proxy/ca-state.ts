@@ -50,7 +50,7 @@ export async function readKeptCA(dir: string, now = Date.now()): Promise<Certifi
  * The CA to use: the one kept in `dir` if any is usable, else a new one from `create`, kept there
  * (key first, mode 0600; each file appears whole, by rename) before it is used.
  */
-export async function loadOrCreateCA(dir: string, create: () => Promise<CertificateAuthority>): Promise<{ ca: CertificateAuthority; origin: CAOrigin }> {
+export async function loadOrCreateCA(dir: string, create: () => CertificateAuthority | Promise<CertificateAuthority>): Promise<{ ca: CertificateAuthority; origin: CAOrigin }> {
   const kept = await readKeptCA(dir);
   if (kept) return { ca: kept, origin: 'reused' };
   const ca = await create();

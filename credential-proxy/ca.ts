@@ -10,8 +10,7 @@ import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { CA_BUNDLE_FILE, CA_CERT_FILE, PRODUCT } from '../lib/constants.ts';
-import { createCA, keyPairFromKeyObjects, type CertificateAuthority } from '../lib/certs.ts';
-import { startCAKey, type CAKeyObjects } from './ca-key.ts';
+import { createCA, type CertificateAuthority } from '../lib/certs.ts';
 
 /** The webhook's pod deadline is 4 h; the CA outlives it a little so no leaf expires in a live pod. */
 export const CA_VALIDITY_MS = 4.5 * 3600_000;
@@ -27,16 +26,13 @@ export interface PodCAOptions {
   /** Names the pod in the subject, so a person inspecting a chain sees whose CA it is. */
   podName: string;
   validityMs?: number;
-  /** The RSA key, when its generation was started earlier (main.ts starts it before loading the program). */
-  key?: Promise<CAKeyObjects>;
 }
 
-export async function createPodCA(options: PodCAOptions): Promise<CertificateAuthority> {
-  const { privateKey, publicKey } = await (options.key ?? startCAKey());
-  const keyPair = keyPairFromKeyObjects(privateKey, publicKey);
+/** An ECDSA P-256 CA: its key is made in well under a millisecond, so the CA is ready as the listeners are. */
+export function createPodCA(options: PodCAOptions): CertificateAuthority {
   // CN is limited to 64 characters (RFC 5280 ub-common-name); pod names can be 253.
   const commonName = `${PRODUCT} proxy CA ${options.podName}`.slice(0, 64);
-  return createCA({ commonName, organization: PRODUCT, validityMs: options.validityMs ?? CA_VALIDITY_MS, keyPair });
+  return createCA({ commonName, organization: PRODUCT, validityMs: options.validityMs ?? CA_VALIDITY_MS });
 }
 
 /**

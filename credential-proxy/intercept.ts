@@ -23,7 +23,6 @@ import { errorBody, WorkspaceSandboxError, type ErrorCode } from '../lib/errors.
 import { failedOnStaleConnection, IDEMPOTENT_METHODS } from '../lib/http.ts';
 import type { AppLogger } from '../lib/log.ts';
 import { createAuditLog, type AuditLog } from './audit.ts';
-import type { CAKeyObjects } from './ca-key.ts';
 import { createPodCA, systemTrustBundle, writeCAFiles, type CAFiles } from './ca.ts';
 import { loadOrCreateCA, type CAOrigin } from './ca-state.ts';
 import type { CredentialSpec } from './credential-spec.ts';
@@ -69,8 +68,6 @@ export interface InterceptorDeps {
   credentialFileRecheckMs?: number;
   /** Upstream connections; with a gateway, every intercepted request's TLS runs inside a CONNECT tunnel through it. */
   upstream?: Upstream;
-  /** The CA key, when main.ts started making it before the program loaded; default: made here. */
-  caKey?: Promise<CAKeyObjects>;
 }
 
 export interface InterceptorHandle extends Interceptor {
@@ -133,16 +130,16 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
   let closed = false;
   const sockets = new Set<Duplex>();
 
-  // The CA key (RSA-2048) is made on the thread pool; the leaf key is ECDSA P-256: its server-side
-  // handshake signature costs a small fraction of an RSA one, so a new intercepted connection is cheap.
+  // CA and leaf keys are ECDSA P-256: made in well under a millisecond, and a server-side handshake
+  // signature costs a small fraction of an RSA one, so a new intercepted connection is cheap.
   const leafKey = createEcKeyPair();
   const ready = (async () => {
     const create = () => createPodCA({
-      podName, ...(deps.caKey ? { key: deps.caKey } : {}), ...(config.CA_VALIDITY_SECONDS ? { validityMs: config.CA_VALIDITY_SECONDS * 1000 } : {}),
+      podName, ...(config.CA_VALIDITY_SECONDS ? { validityMs: config.CA_VALIDITY_SECONDS * 1000 } : {}),
     });
     let origin: CAOrigin = 'created';
     if (config.PROXY_STATE_DIR) ({ ca, origin } = await loadOrCreateCA(config.PROXY_STATE_DIR, create));
-    else ca = await create();
+    else ca = create();
     caFiles = await writeCAFiles(config.CA_DIR, ca.certPem, systemBundle, upstreamCaText);
     leaves = new LeafCache({ ca, keyPair: leafKey });
     logger.info({ caDir: config.CA_DIR, notAfter: ca.notAfter.toISOString(), origin }, origin === 'reused' ? 'per-pod CA kept from before a restart' : 'per-pod CA ready');

@@ -3,7 +3,7 @@
 // One key serves every leaf of the process, and minting a leaf is one CA signature. The cache holds ready TLS contexts, so a new
 // intercepted connection to a known host costs only the handshake.
 import { createSecureContext, type SecureContext } from 'node:tls';
-import { issueCertificate, type CertificateAuthority, type KeyPair, type SpkiKeyPair } from '../lib/certs.ts';
+import { issueCertificate, type CertificateAuthority, type KeyPair } from '../lib/certs.ts';
 
 export const LEAF_CACHE_SIZE = 256;
 /** A leaf this close to its end is re-minted (unless the CA itself ends first). */
@@ -19,7 +19,7 @@ export interface Leaf {
 export interface LeafCacheOptions {
   ca: CertificateAuthority;
   /** The process's one leaf key (the proxy uses ECDSA P-256: cheap handshakes, made in well under 1 ms). */
-  keyPair: KeyPair | SpkiKeyPair;
+  keyPair: KeyPair;
   max?: number;
   /** Capped at the CA's end by issueCertificate. */
   validityMs?: number;
@@ -28,7 +28,7 @@ export interface LeafCacheOptions {
 
 export class LeafCache {
   readonly #ca: CertificateAuthority;
-  readonly #keyPair: KeyPair | SpkiKeyPair;
+  readonly #keyPair: KeyPair;
   readonly #max: number;
   readonly #validityMs: number;
   readonly #now: () => number;

@@ -3,7 +3,6 @@ import { installProcessSafetyNet } from '../lib/guard.ts';
 import { createLogger } from '../lib/log.ts';
 import { createMetricsRegistry } from '../lib/metrics.ts';
 import { createShutdown, exitOnSignals } from '../lib/server.ts';
-import type { CAKeyObjects } from './ca-key.ts';
 import { credentialEnvironment, loadProxyConfig } from './config.ts';
 import { createInterceptor } from './intercept.ts';
 import type { Interceptor } from './interception.ts';
@@ -12,7 +11,7 @@ import { staticHostsResolver, systemResolver } from './resolve.ts';
 import { createProxy } from './server.ts';
 import { createUpstream, gatewayEndpoint } from './upstream.ts';
 
-export async function runProxy(caKey: Promise<CAKeyObjects>): Promise<void> {
+export async function runProxy(): Promise<void> {
   const config = loadProxyConfig();
   const logger = createLogger({ name: 'credential-proxy', level: config.LOG_LEVEL });
   const registry = createMetricsRegistry({ program: 'credential-proxy' });
@@ -25,7 +24,7 @@ export async function runProxy(caKey: Promise<CAKeyObjects>): Promise<void> {
   // The per-pod CA is made and written to CA_DIR in the background; /readyz waits for it.
   const resolver = staticHostsResolver(config.STATIC_HOSTS, systemResolver);
   const upstream = createUpstream({ resolver, gateway: gatewayEndpoint(config), onToken: (token) => logger.secrets.add(token) });
-  const interceptor: Interceptor | undefined = createInterceptor(config, { logger, registry, env: credentialEnvironment(), caKey, upstream });
+  const interceptor: Interceptor | undefined = createInterceptor(config, { logger, registry, env: credentialEnvironment(), upstream });
   // ─────────────────────────────────────────────────────────────────────────────
 
   const proxy = createProxy(config, { logger, registry, store, resolver, upstream, ...(interceptor ? { interceptor } : {}) });

@@ -1,67 +1,38 @@
-// X.509 for the dev TLS pair, test CAs, the proxy's per-pod CA and its leaves.
-// node-forge builds a CA's structure and lib/der.ts a leaf's; node:crypto makes keys and signs the
-// TBS bytes, because forge's pure-JS RSA signing is ~80x slower (see shared TOOLCHAIN notes).
-import { createHash, createPrivateKey, createPublicKey, generateKeyPair, generateKeyPairSync, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
+// X.509 for the dev TLS pair, test CAs, the proxy's per-pod CA and its leaves: one path for all of
+// them. lib/der.ts writes the TBSCertificate directly and node:crypto makes the keys and signs it
+// (ECDSA P-256 by default: a key in well under 1 ms where RSA-2048 took 100-200 ms, and a handshake
+// signature that costs the server a fraction of an RSA one). RSA keys are still accepted, so a CA
+// kept on disk by an older version of the proxy keeps signing leaves.
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
-import forge from 'node-forge';
 import { ipBytes } from './ip.ts';
 import { bitString, children, contextTag, oid, sequence, tlv, time, unsignedInteger, TAG } from './der.ts';
 
-const { pki, asn1 } = forge;
-// Public in node-forge, missing from @types/node-forge.
-const getTBSCertificate = (pki as unknown as { getTBSCertificate(c: forge.pki.Certificate): forge.asn1.Asn1 }).getTBSCertificate;
-
-/** A key pair usable by node:crypto (signing, TLS) and by forge (certificate building). */
+/** A private key, its PKCS#8 PEM (what TLS and the state dir take) and its DER SubjectPublicKeyInfo. */
 export interface KeyPair {
-  readonly privateKey: KeyObject;
-  readonly privateKeyPem: string;
-  readonly forgePublicKey: forge.pki.PublicKey;
-}
-
-export function createKeyPair(bits = 2048): KeyPair {
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: bits });
-  return {
-    privateKey,
-    privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-    forgePublicKey: pki.publicKeyFromPem(publicKey.export({ type: 'spki', format: 'pem' }).toString()),
-  };
-}
-
-/** As createKeyPair, generated on the libuv thread pool: two keys made at start take one key's time. */
-export async function createKeyPairAsync(bits = 2048): Promise<KeyPair> {
-  const { privateKey, publicKey } = await new Promise<{ privateKey: KeyObject; publicKey: KeyObject }>((resolve, reject) => {
-    generateKeyPair('rsa', { modulusLength: bits }, (err, publicKey, privateKey) => (err ? reject(err) : resolve({ privateKey, publicKey })));
-  });
-  return keyPairFromKeyObjects(privateKey, publicKey);
-}
-
-/** A KeyPair from an RSA key made elsewhere with node:crypto (e.g. started before this module loaded). */
-export function keyPairFromKeyObjects(privateKey: KeyObject, publicKey: KeyObject): KeyPair {
-  return {
-    privateKey,
-    privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-    forgePublicKey: pki.publicKeyFromPem(publicKey.export({ type: 'spki', format: 'pem' }).toString()),
-  };
-}
-
-/**
- * A key node-forge cannot represent (it knows RSA only): certificates embed its public key as the
- * DER SubjectPublicKeyInfo node:crypto exports. Used for ECDSA P-256 leaves, whose handshakes cost
- * the server a small fraction of an RSA-2048 signature and whose key is made in well under 1 ms.
- */
-export interface SpkiKeyPair {
   readonly privateKey: KeyObject;
   readonly privateKeyPem: string;
   readonly spkiDer: Buffer;
 }
 
-export function createEcKeyPair(namedCurve = 'prime256v1'): SpkiKeyPair {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve });
+function keyPairOf(privateKey: KeyObject, publicKey: KeyObject = createPublicKey(privateKey)): KeyPair {
   return {
     privateKey,
     privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
     spkiDer: publicKey.export({ type: 'spki', format: 'der' }),
   };
+}
+
+/** An RSA key pair (leaves for clients that want one; tests of RSA CAs kept by older versions). */
+export function createKeyPair(bits = 2048): KeyPair {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: bits });
+  return keyPairOf(privateKey, publicKey);
+}
+
+/** An ECDSA key pair (P-256 unless told): the default for CAs. */
+export function createEcKeyPair(namedCurve = 'prime256v1'): KeyPair {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve });
+  return keyPairOf(privateKey, publicKey);
 }
 
 export interface CertificateAuthority {
@@ -114,45 +85,49 @@ export interface CAOptions {
   commonName: string;
   organization?: string;
   validityMs: number;
+  /** Default: a new ECDSA P-256 key. */
   keyPair?: KeyPair;
 }
 
+/**
+ * A self-signed CA for issuing server leaves (RFC 5280): basicConstraints critical with CA and
+ * pathLen 0 (it signs leaves only), keyUsage critical keyCertSign + cRLSign + digitalSignature,
+ * and its key identifier as both SKI and AKI.
+ */
 export function createCA(options: CAOptions): CertificateAuthority {
-  const keyPair = options.keyPair ?? createKeyPair();
-  const cert = pki.createCertificate();
+  const keyPair = options.keyPair ?? createEcKeyPair();
   const now = Date.now();
-  cert.publicKey = keyPair.forgePublicKey;
-  cert.serialNumber = serialNumber().toString('hex');
   // Whole seconds, as encoded: a leaf capped at the CA's end then ends at exactly the same time.
-  cert.validity.notBefore = wholeSeconds(now - SKEW_MS);
-  cert.validity.notAfter = wholeSeconds(now + options.validityMs);
-  const subject: forge.pki.CertificateField[] = [{ name: 'commonName', value: options.commonName }];
-  if (options.organization) subject.push({ name: 'organizationName', value: options.organization });
-  cert.setSubject(subject);
-  cert.setIssuer(subject);
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true },
-    { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
-    { name: 'subjectKeyIdentifier' },
-  ]);
-  cert.signatureOid = pki.oids.sha256WithRSAEncryption!;
-  cert.siginfo.algorithmOid = pki.oids.sha256WithRSAEncryption!;
-  const tbs = getTBSCertificate(cert);
-  (cert as unknown as { tbsCertificate: forge.asn1.Asn1 }).tbsCertificate = tbs;
-  cert.signature = sign('sha256', Buffer.from(asn1.toDer(tbs).getBytes(), 'binary'), keyPair.privateKey).toString('binary');
-  const certPem = pki.certificateToPem(cert);
-  return { certPem, keyPair, notAfter: cert.validity.notAfter, ...issuerOf(certPem) };
+  const notAfter = wholeSeconds(now + options.validityMs);
+  const subjectDer = sequence(
+    rdn('2.5.4.3', options.commonName),
+    ...(options.organization ? [rdn('2.5.4.10', options.organization)] : []),
+  );
+  const keyIdentifier = keyIdentifierOf(keyPair.spkiDer);
+  const extensions = [
+    extension('2.5.29.19', true, sequence(tlv(TAG.BOOLEAN, Buffer.from([0xff])), tlv(TAG.INTEGER, Buffer.from([0])))),
+    extension('2.5.29.15', true, keyUsage(DIGITAL_SIGNATURE | KEY_CERT_SIGN | CRL_SIGN)),
+    extension('2.5.29.14', false, tlv(TAG.OCTET_STRING, keyIdentifier)),
+    extension('2.5.29.35', false, sequence(tlv(contextTag(0, false), keyIdentifier))),
+  ];
+  const algorithm = signatureAlgorithm(keyPair.privateKey);
+  const tbs = sequence(
+    V3,
+    unsignedInteger(serialNumber()),
+    algorithm,
+    subjectDer,
+    sequence(time(wholeSeconds(now - SKEW_MS)), time(notAfter)),
+    subjectDer,
+    keyPair.spkiDer,
+    tlv(contextTag(3, true), sequence(...extensions)),
+  );
+  const certPem = derToPem(sequence(tbs, algorithm, bitString(sign('sha256', tbs, keyPair.privateKey))));
+  return { certPem, keyPair, notAfter, subjectDer, keyIdentifier };
 }
 
-/** A CA from its PEM certificate and key (e.g. one kept on disk by the local stack). */
+/** A CA from its PEM certificate and key (one kept on disk: ECDSA, or RSA from older versions). */
 export function loadCA(certPem: string, keyPem: string): CertificateAuthority {
-  const privateKey = createPrivateKey(keyPem);
-  return {
-    certPem,
-    keyPair: { privateKey, privateKeyPem: keyPem, forgePublicKey: pki.certificateFromPem(certPem).publicKey as forge.pki.PublicKey },
-    notAfter: certificateNotAfter(certPem),
-    ...issuerOf(certPem),
-  };
+  return { certPem, keyPair: keyPairOf(createPrivateKey(keyPem)), notAfter: certificateNotAfter(certPem), ...issuerOf(certPem) };
 }
 
 export interface LeafOptions {
@@ -161,12 +136,24 @@ export interface LeafOptions {
   hosts: string[];
   validityMs: number;
   /** Reuse a key (the proxy mints many leaves with one key); default: a new RSA one. */
-  keyPair?: KeyPair | SpkiKeyPair;
+  keyPair?: KeyPair;
   serverAuth?: boolean;
   clientAuth?: boolean;
 }
 
 const SHA256_WITH_RSA = sequence(oid('1.2.840.113549.1.1.11'), tlv(TAG.NULL));
+/** RFC 5758 §3.2: the parameters are absent, not NULL. */
+const ECDSA_WITH_SHA256 = sequence(oid('1.2.840.10045.4.3.2'));
+
+/** The AlgorithmIdentifier of a SHA-256 signature by `key` (node:crypto writes ECDSA ones as DER). */
+function signatureAlgorithm(key: KeyObject): Buffer {
+  if (key.asymmetricKeyType === 'ec') return ECDSA_WITH_SHA256;
+  if (key.asymmetricKeyType === 'rsa') return SHA256_WITH_RSA;
+  throw new Error(`unsupported CA key type ${key.asymmetricKeyType}`);
+}
+
+/** A Name's RelativeDistinguishedName of one attribute, as UTF8String. */
+const rdn = (type: string, value: string): Buffer => tlv(TAG.SET, sequence(oid(type), tlv(TAG.UTF8_STRING, Buffer.from(value, 'utf8'))));
 const CRITICAL = tlv(TAG.BOOLEAN, Buffer.from([0xff]));
 const V3 = tlv(contextTag(0, true), tlv(TAG.INTEGER, Buffer.from([2])));
 
@@ -182,6 +169,8 @@ function keyUsage(bits: number): Buffer {
 }
 const DIGITAL_SIGNATURE = 0x80;
 const KEY_ENCIPHERMENT = 0x20;
+const KEY_CERT_SIGN = 0x04;
+const CRL_SIGN = 0x02;
 
 /**
  * A leaf signed by `ca`, its DER written directly (lib/der.ts): the proxy mints one for every new
@@ -189,7 +178,8 @@ const KEY_ENCIPHERMENT = 0x20;
  */
 export function issueCertificate(ca: CertificateAuthority, options: LeafOptions): IssuedCertificate {
   const keyPair = options.keyPair ?? createKeyPair();
-  const spkiDer = 'spkiDer' in keyPair ? keyPair.spkiDer : createPublicKey(keyPair.privateKey).export({ type: 'spki', format: 'der' });
+  const spkiDer = keyPair.spkiDer;
+  const algorithm = signatureAlgorithm(ca.keyPair.privateKey);
   const now = Date.now();
   const notBefore = wholeSeconds(now - SKEW_MS);
   // A leaf never outlives its CA: clients reject such chains.
@@ -215,15 +205,15 @@ export function issueCertificate(ca: CertificateAuthority, options: LeafOptions)
   const tbs = sequence(
     V3,
     unsignedInteger(serialNumber()),
-    SHA256_WITH_RSA,
+    algorithm,
     ca.subjectDer,
     sequence(time(notBefore), time(notAfter)),
-    sequence(tlv(TAG.SET, sequence(oid('2.5.4.3'), tlv(TAG.UTF8_STRING, Buffer.from(commonName, 'utf8'))))),
+    sequence(rdn('2.5.4.3', commonName)),
     spkiDer,
     tlv(contextTag(3, true), sequence(...extensions)),
   );
   const signature = sign('sha256', tbs, ca.keyPair.privateKey);
-  return { certPem: derToPem(sequence(tbs, SHA256_WITH_RSA, bitString(signature))), keyPem: keyPair.privateKeyPem, notAfter };
+  return { certPem: derToPem(sequence(tbs, algorithm, bitString(signature))), keyPem: keyPair.privateKeyPem, notAfter };
 }
 
 /** A CA plus a leaf for `hosts`: the dev-mode serving pair and the test harness's TLS. */

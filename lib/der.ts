@@ -1,6 +1,6 @@
-// The few DER (X.690) forms a leaf certificate needs, written directly: minting a leaf for a new
-// intercepted host is on that connection's path, and building it through node-forge's object model
-// cost more than the CA's signature itself.
+// The few DER (X.690) forms an X.509 certificate needs, written directly (lib/certs.ts builds CAs and
+// leaves with them): minting a leaf for a new intercepted host is on that connection's path, and
+// building it through node-forge's object model cost more than the CA's signature itself.
 
 function length(n: number): Buffer {
   if (n < 0x80) return Buffer.from([n]);

@@ -18,32 +18,40 @@ function openssl(args: string[]): string {
   return execFileSync('openssl', args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 }
 
-t.test('the per-pod CA: RSA-2048, CA + certSign, names the pod, lives a little over 4 h', async (t) => {
-  const ca = await createPodCA({ podName: 'ws-abc-123' });
+t.test('the per-pod CA: ECDSA P-256, RFC 5280 CA extensions, names the pod, lives a little over 4 h', async (t) => {
+  const ca = createPodCA({ podName: 'ws-abc-123' });
   const x = new X509Certificate(ca.certPem);
   t.ok(x.ca, 'basicConstraints CA');
   t.match(x.subject, /CN=workspace-sandbox proxy CA ws-abc-123/);
   t.equal(x.subject, x.issuer, 'self-signed');
   t.ok(x.verify(x.publicKey));
-  t.equal(x.publicKey.asymmetricKeyDetails?.modulusLength, 2048);
+  t.equal(x.publicKey.asymmetricKeyType, 'ec');
+  t.equal(x.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1');
   const life = new Date(x.validTo).getTime() - Date.now();
   t.ok(life > 4 * HOUR && life <= CA_VALIDITY_MS, `valid for ${(life / HOUR).toFixed(2)} h`);
   t.ok(CA_VALIDITY_MS < 5 * HOUR);
   const dir = mkdtempSync(join(tmpdir(), 'ws-ca-'));
   writeFileSync(join(dir, 'ca.pem'), ca.certPem);
   const caText = openssl(['x509', '-noout', '-text', '-in', join(dir, 'ca.pem')]);
-  t.match(caText, /Certificate Sign/);
-  t.match(caText, /CA:TRUE/);
+  t.match(caText, /Signature Algorithm: ecdsa-with-SHA256/);
+  t.match(caText, /Basic Constraints: critical\n\s+CA:TRUE, pathlen:0/);
+  t.match(caText, /Key Usage: critical\n\s+Digital Signature, Certificate Sign, CRL Sign/);
+  const ski = /Subject Key Identifier:\s*\n\s*([0-9A-F:]+)/.exec(caText)?.[1];
+  t.ok(ski, 'SKI');
+  t.match(caText, new RegExp(`Authority Key Identifier:\\s*\\n\\s*(keyid:)?${ski}`), 'AKI = SKI (self-signed)');
+  // A self-signed certificate that openssl's strict checks accept as a trust anchor.
+  t.match(openssl(['verify', '-x509_strict', '-check_ss_sig', '-CAfile', join(dir, 'ca.pem'), join(dir, 'ca.pem')]), /: OK/);
+  openssl(['asn1parse', '-in', join(dir, 'ca.pem'), '-strictpem']); // throws on malformed DER
 });
 
 t.test('a long pod name still yields a valid subject (CN ≤ 64 characters)', async (t) => {
-  const ca = await createPodCA({ podName: 'p'.repeat(200) });
+  const ca = createPodCA({ podName: 'p'.repeat(200) });
   const cn = /CN=([^\n]+)/.exec(new X509Certificate(ca.certPem).subject)![1]!;
   t.equal(cn.length, 64);
 });
 
 t.test('CA files: ca.crt and ca-bundle.crt (system bundle + CA), written whole, no key on disk', async (t) => {
-  const ca = await createPodCA({ podName: 'pod-files' });
+  const ca = createPodCA({ podName: 'pod-files' });
   const dir = join(mkdtempSync(join(tmpdir(), 'ws-cadir-')), 'nested', 'dir');
   const system = systemTrustBundle();
   t.match(system, /BEGIN CERTIFICATE/);
@@ -61,7 +69,7 @@ t.test('CA files: ca.crt and ca-bundle.crt (system bundle + CA), written whole, 
   t.match(openssl(['verify', '-x509_strict', '-purpose', 'sslserver', '-CAfile', files.bundleFile, leafFile]), /OK/);
 
   // Rewriting replaces both files (a restarted sidecar makes a new CA).
-  const ca2 = await createPodCA({ podName: 'pod-files' });
+  const ca2 = createPodCA({ podName: 'pod-files' });
   await writeCAFiles(dir, ca2.certPem, system);
   t.equal(readFileSync(files.certFile, 'utf8').trim(), ca2.certPem.trim());
 });
@@ -105,7 +113,7 @@ t.test('the system bundle falls back to Node\'s roots when the image has none', 
 });
 
 t.test('leaves: SAN = host, SKI and AKI (= CA SKI), chain to the CA, within the CA validity, one key', async (t) => {
-  const ca = await createPodCA({ podName: 'pod-leaf' });
+  const ca = createPodCA({ podName: 'pod-leaf' });
   const key = createEcKeyPair();
   const cache = new LeafCache({ ca, keyPair: key });
   const a = cache.get('bedrock-runtime.us-east-1.amazonaws.com');
@@ -145,7 +153,7 @@ t.test('leaves: SAN = host, SKI and AKI (= CA SKI), chain to the CA, within the 
 });
 
 t.test('the leaf cache is an LRU bounded by its size', async (t) => {
-  const ca = await createPodCA({ podName: 'pod-lru' });
+  const ca = createPodCA({ podName: 'pod-lru' });
   const cache = new LeafCache({ ca, keyPair: createKeyPair(), max: 3 });
   for (const h of ['a.example', 'b.example', 'c.example']) cache.get(h);
   cache.get('a.example'); // a is now the most recent
@@ -161,7 +169,7 @@ t.test('the leaf cache is an LRU bounded by its size', async (t) => {
 });
 
 t.test('a leaf close to its end is re-minted; one ending with the CA is not', async (t) => {
-  const ca = await createPodCA({ podName: 'pod-renew' });
+  const ca = createPodCA({ podName: 'pod-renew' });
   let now = Date.now();
   const cache = new LeafCache({ ca, keyPair: createKeyPair(), validityMs: HOUR, now: () => now });
   const first = cache.get('a.example');

@@ -256,12 +256,12 @@ t.test('credential injection end to end', async (t) => {
     t.equal(leaf.subjectAltName, `DNS:${BEDROCK}`);
     t.match(ca.subject, /ws-e2e-pod/, 'the CA names the pod');
     // AKI = the CA's SKI, read from the DER (X509Certificate has no accessor for either).
-    const skiOf = (der: Buffer, oid: string) => {
-      const i = der.indexOf(Buffer.from(oid, 'hex'));
-      return i < 0 ? undefined : der.subarray(i, i + 40).toString('hex');
-    };
-    const caSki = skiOf(ca.raw, '0603551d0e')!.slice(-40); // 2.5.29.14 subjectKeyIdentifier
-    t.ok(caSki && leaf.raw.toString('hex').includes(`0603551d23`) && leaf.raw.toString('hex').includes(caSki), 'the leaf has an AKI naming the CA key');
+    // 2.5.29.14 subjectKeyIdentifier: OID, OCTET STRING (22 bytes) holding an OCTET STRING of 20.
+    const caHex = ca.raw.toString('hex');
+    const at = caHex.indexOf('0603551d0e04160414');
+    const caSki = at < 0 ? undefined : caHex.slice(at + 18, at + 18 + 40);
+    // 2.5.29.35 authorityKeyIdentifier: [0] keyIdentifier (tag 80, 20 bytes).
+    t.ok(caSki && leaf.raw.toString('hex').includes('0603551d23') && leaf.raw.toString('hex').includes(`8014${caSki}`), 'the leaf has an AKI naming the CA key');
     tls.destroy();
   });
 

@@ -8,7 +8,7 @@
 import t, { type Test } from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { createInterface } from 'node:readline';
 import { connect as tlsConnect } from 'node:tls';
 import { CA_BUNDLE_FILE } from '../../lib/constants.ts';
 import { CA_STATE_CERT, CA_STATE_KEY } from '../../credential-proxy/ca-state.ts';
+import { createCA, createKeyPair } from '../../lib/certs.ts';
 import { makeTestPki } from '../helpers/tls.ts';
 import { startUpstream } from './fixtures/intercept-upstream.ts';
 
@@ -112,6 +113,22 @@ t.test('a sidecar killed mid-session comes back with the CA the workspace alread
   t.equal(after.status, 200, 'the process that loaded the CA before the restart still verifies the new proxy\'s leaves');
   t.match(JSON.parse(after.body).headers.authorization, `Bearer ${SECRET}`);
   await kill(second);
+});
+
+t.test('an RSA CA kept by an earlier version (before ECDSA CAs) is reused after an upgrade in place', async (t) => {
+  const { dir, upstream, env } = await setup(t);
+  const state = join(dir, 'state');
+  mkdirSync(state, { mode: 0o700 });
+  const old = createCA({ commonName: 'workspace-sandbox proxy CA ws-restart', organization: 'workspace-sandbox', validityMs: 4 * 3600_000, keyPair: createKeyPair() });
+  writeFileSync(join(state, CA_STATE_KEY), old.keyPair.privateKeyPem, { mode: 0o600 });
+  writeFileSync(join(state, CA_STATE_CERT), old.certPem, { mode: 0o600 });
+  const s = await startSidecar(t, { ...env, PROXY_STATE_DIR: state });
+  t.equal(readFileSync(join(state, CA_STATE_CERT), 'utf8'), old.certPem, 'the kept RSA CA, not a new one');
+  const trusted = readFileSync(join(env.CA_DIR, CA_BUNDLE_FILE), 'utf8');
+  t.ok(trusted.includes(old.certPem.trimEnd()), 'the workspace bundle holds it');
+  const res = await get(s.proxyPort, upstream.port, old.certPem);
+  t.equal(res.status, 200, 'leaves signed with the RSA key (sha256WithRSAEncryption) verify against it');
+  await kill(s);
 });
 
 t.test('the CA lives as long as CA_VALIDITY_SECONDS says (the webhook sets the Pod deadline plus a margin)', async (t) => {
