@@ -3,7 +3,8 @@
 // loader, the Redis store and decide() all agree on what a rule is.
 import { isIP } from 'node:net';
 import { domainToASCII } from 'node:url';
-import { getPublicSuffix } from 'tldts';
+import { createRequire } from 'node:module';
+import type * as Tldts from 'tldts';
 import { z } from 'zod';
 import { WorkspaceSandboxError } from '../lib/errors.ts';
 import { problemsFromZod, type ConfigProblem } from '../lib/config.ts';
@@ -91,8 +92,12 @@ export function parseHostPattern(raw: string): HostPattern | { kind: 'invalid'; 
 }
 
 /** True when `host` is itself a public suffix (`co.uk`, `github.io`, `s3.amazonaws.com`). */
+// tldts (the Public Suffix List, ~7 MB resident once loaded) is loaded on the first wildcard
+// checked: a proxy whose rules name exact hosts never pays for it.
+let tldts: typeof Tldts | undefined;
 export function isPublicSuffix(host: string): boolean {
-  return getPublicSuffix(host, { allowPrivateDomains: true }) === host;
+  tldts ??= createRequire(import.meta.url)('tldts') as typeof Tldts;
+  return tldts.getPublicSuffix(host, { allowPrivateDomains: true }) === host;
 }
 
 /** True when every name `inner` matches is also matched by `outer`. */

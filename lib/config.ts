@@ -78,6 +78,16 @@ export function readConfigFile(path: string): unknown {
   } catch (err) {
     throw new ConfigError(`config file ${path}`, [{ field: '(file)', value: path, message: `cannot read: ${(err as Error).message}` }]);
   }
+  // A JSON file (JSON is a YAML subset) is read without loading yaml; anything else, or JSON that
+  // does not parse, goes to the YAML parser, whose message names the problem. (A key given twice in
+  // JSON keeps its last value, as every JSON reader does; YAML files refuse it.)
+  if (/^\s*[[{]/.test(text)) {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      // reported by the YAML parser below
+    }
+  }
   try {
     return parseYaml(text, { prettyErrors: true, uniqueKeys: true }) ?? {};
   } catch (err) {
