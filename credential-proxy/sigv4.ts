@@ -25,13 +25,15 @@ export interface AwsCredentials {
 export type AwsCredentialsProvider = () => Promise<AwsCredentials>;
 
 /**
- * The SDK's default Node chain, loaded on first use: most pods sign nothing, and the module graph
- * of the credential providers is a sizeable part of the proxy's start-up time.
+ * The SDK's default Node chain (@aws-sdk/credential-provider-node: env keys, IRSA web identity,
+ * Pod Identity's container endpoint, profiles, IMDS; what `fromNodeProviderChain` of the larger
+ * @aws-sdk/credential-providers wraps), loaded on first use: most pods sign nothing, and its
+ * module graph is a sizeable part of the proxy's start-up time.
  */
 function defaultChain(): AwsCredentialsProvider {
   let chain: Promise<AwsCredentialsProvider> | undefined;
   return async () => {
-    chain ??= import('@aws-sdk/credential-providers').then((m) => m.fromNodeProviderChain() as AwsCredentialsProvider);
+    chain ??= import('@aws-sdk/credential-provider-node').then((m) => m.defaultProvider() as AwsCredentialsProvider);
     return (await chain)();
   };
 }
