@@ -28,7 +28,7 @@ const TARGETS: Partial<Record<Command, { rssMiB: number; startMs?: number }>> = 
   proxy: { rssMiB: 50, startMs: 250 },
   webhook: { rssMiB: 60 },
 };
-const PACKAGES = ['zod', 'prom-client', 'pino', 'node-forge', 'jose', 'tldts', 'yaml', 'ioredis', 'http-proxy-3', '@aws-sdk/credential-providers', '@smithy/signature-v4', '@kubernetes/client-node'];
+const PACKAGES = ['zod', 'prom-client', 'pino', 'jose', 'tldts', 'yaml', 'ioredis', 'http-proxy-3', '@aws-sdk/credential-provider-node', '@smithy/signature-v4', '@kubernetes/client-node'];
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
