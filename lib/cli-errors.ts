@@ -11,6 +11,14 @@ export function formatCliError(command: string | undefined, err: unknown): strin
 }
 
 /**
+ * A util.parseArgs error as a usage message: its first sentence (the rest tells how to pass the
+ * argument anyway with `--`, which no command here takes).
+ */
+export function parseArgsProblem(err: unknown): string {
+  return String((err as Error).message).split('. ')[0]!.replace(/\.$/, '');
+}
+
+/**
  * Servers are configured by environment variables only: any argument but --help is refused, in
  * one wording for all. The error line, or undefined when `argv` is fine.
  */

@@ -1,6 +1,7 @@
 // `workspace-sandbox <command>`: dispatch to the programs. Each program's module is loaded only
 // when its command runs, so `agent` does not pay for the webhook's dependencies.
-import { formatCliError, serverArgumentsProblem } from './cli-errors.ts';
+import { parseArgs } from 'node:util';
+import { formatCliError, parseArgsProblem, serverArgumentsProblem } from './cli-errors.ts';
 import { PRODUCT } from './constants.ts';
 import { VERSION } from './version.ts';
 
@@ -45,15 +46,29 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`${PRODUCT} needs Node.js ${MIN_NODE_MAJOR} or newer; this is ${process.version}.\n`);
     return 1;
   }
-  const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(`${usage()}\n`);
-    return name === undefined ? 2 : 0;
+  // Options before the command are this dispatcher's; everything from the command on is the command's.
+  const at = argv.findIndex((a) => !a.startsWith('-'));
+  let own;
+  try {
+    own = parseArgs({ args: at === -1 ? argv : argv.slice(0, at), strict: true, options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } } }).values;
+  } catch (err) {
+    process.stderr.write(`${formatCliError(undefined, { code: 'WS_ERR_USAGE', message: parseArgsProblem(err) })}\n\n${usage()}\n`);
+    return 2;
   }
-  if (name === '--version' || name === '-v') {
+  const name = at === -1 ? undefined : argv[at]!;
+  if (own.help || name === 'help') {
+    process.stdout.write(`${usage()}\n`);
+    return 0;
+  }
+  if (own.version) {
     process.stdout.write(`${VERSION}\n`);
     return 0;
   }
+  if (name === undefined) {
+    process.stdout.write(`${usage()}\n`);
+    return 2;
+  }
+  const rest = argv.slice(at + 1);
   const command = COMMANDS[name];
   if (!command) {
     process.stderr.write(`${formatCliError(undefined, { code: 'WS_ERR_USAGE', message: `unknown command '${name}'` })}\n\n${usage()}\n`);

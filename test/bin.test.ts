@@ -54,6 +54,22 @@ t.test('every command answers --version and refuses stray arguments in one wordi
   }
 });
 
+t.test('options are parsed with util.parseArgs: an unknown one is a usage error in the one shape', async (t) => {
+  const top = run('--frobnicate');
+  t.equal(top.code, 2);
+  t.equal(top.stderr.split('\n')[0], "workspace-sandbox: WS_ERR_USAGE: Unknown option '--frobnicate'");
+  t.equal(run('-hv').code, 0, 'short options combine');
+  const guard = run('guard', '--config');
+  t.equal(guard.code, 2);
+  t.equal(guard.stderr.split('\n')[0], "workspace-sandbox guard: WS_ERR_USAGE: Option '--config <value>' argument missing");
+  const stray = run('guard', 'extra');
+  t.equal(stray.code, 2);
+  t.match(stray.stderr, /^workspace-sandbox guard: WS_ERR_USAGE: Unexpected argument 'extra'/);
+  const builtIn = run('guard');
+  t.equal(builtIn.code, 0);
+  t.match(builtIn.stdout, /kind: ValidatingAdmissionPolicy/);
+});
+
 t.test('a configuration error has the same shape in every program', async (t) => {
   const cases: [string, Record<string, string>][] = [
     ['webhook', { WEBHOOK_PORT: 'abc' }],

@@ -1,7 +1,8 @@
 // `workspace-sandbox guard [--config FILE]`: prints the ValidatingAdmissionPolicy and its binding
 // built from the rule table for an injection config (the manifests hold this output).
 import type { Writable } from 'node:stream';
-import { formatCliError } from '../lib/cli-errors.ts';
+import { parseArgs } from 'node:util';
+import { formatCliError, parseArgsProblem } from '../lib/cli-errors.ts';
 import { PRODUCT } from '../lib/constants.ts';
 import { DEFAULT_INJECTION_CONFIG, loadInjectionConfigFile } from './config.ts';
 import { guardYaml } from './guard.ts';
@@ -21,20 +22,18 @@ export function usage(): string {
 }
 
 export async function main(argv: string[], io: { stdout: Writable; stderr: Writable } = process): Promise<number> {
-  let configFile: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '-h' || a === '--help') {
-      io.stdout.write(`${usage()}\n`);
-      return 0;
-    }
-    if (a === '--config' && argv[i + 1] !== undefined) configFile = argv[++i];
-    else if (a.startsWith('--config=')) configFile = a.slice('--config='.length);
-    else {
-      io.stderr.write(`${formatCliError('guard', { code: 'WS_ERR_USAGE', message: `unexpected argument ${JSON.stringify(a)}` })}\n\n${usage()}\n`);
-      return 2;
-    }
+  let args;
+  try {
+    args = parseArgs({ args: argv, strict: true, allowPositionals: false, options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }).values;
+  } catch (err) {
+    io.stderr.write(`${formatCliError('guard', { code: 'WS_ERR_USAGE', message: parseArgsProblem(err) })}\n\n${usage()}\n`);
+    return 2;
   }
+  if (args.help) {
+    io.stdout.write(`${usage()}\n`);
+    return 0;
+  }
+  const configFile = args.config;
   try {
     const config = configFile === undefined ? DEFAULT_INJECTION_CONFIG : loadInjectionConfigFile(configFile);
     io.stdout.write(guardYaml(config, configFile ?? '(built-in config)'));

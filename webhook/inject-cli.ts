@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { parseArgs as parseArgv } from 'node:util';
 import { parseAllDocuments, stringify } from 'yaml';
-import { formatCliError } from '../lib/cli-errors.ts';
+import { formatCliError, parseArgsProblem } from '../lib/cli-errors.ts';
 import { PRODUCT } from '../lib/constants.ts';
 import { DEFAULT_INJECTION_CONFIG, loadInjectionConfigFile, type InjectionConfig } from './config.ts';
 import { inject, type InjectResult, type Json } from './inject.ts';
@@ -66,8 +66,7 @@ function parseArgs(argv: string[]): Args | string {
       },
     }).values;
   } catch (err) {
-    // util.parseArgs says what is wrong but also how to silence it with `--`; keep the first sentence.
-    return (err as Error).message.split('. ')[0]!.replace(/\.$/, '');
+    return parseArgsProblem(err);
   }
   const output = parsed.output as Args['output'];
   if (!OUTPUTS.includes(output)) return `-o/--output must be yaml, json or patch (got '${parsed.output}')`;
