@@ -135,7 +135,7 @@ export interface LeafOptions {
   /** DNS names and IP addresses for the SAN; IPs are detected. */
   hosts: string[];
   validityMs: number;
-  /** Reuse a key (the proxy mints many leaves with one key); default: a new RSA one. */
+  /** Reuse a key (the proxy mints many leaves with one key); default: a new ECDSA P-256 one. */
   keyPair?: KeyPair;
   serverAuth?: boolean;
   clientAuth?: boolean;
@@ -177,7 +177,7 @@ const CRL_SIGN = 0x02;
  * intercepted host, on that connection's path.
  */
 export function issueCertificate(ca: CertificateAuthority, options: LeafOptions): IssuedCertificate {
-  const keyPair = options.keyPair ?? createKeyPair();
+  const keyPair = options.keyPair ?? createEcKeyPair();
   const spkiDer = keyPair.spkiDer;
   const algorithm = signatureAlgorithm(ca.keyPair.privateKey);
   const now = Date.now();
