@@ -4,8 +4,7 @@
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { parse as parseYaml } from 'yaml';
-import { ConfigError } from '../lib/config.ts';
+import { ConfigError, parseYaml } from '../lib/config.ts';
 import { ReloadSchedule, type ReloadScheduleOptions } from '../lib/watch.ts';
 import { parseInjectionConfig, type InjectionConfig } from './config.ts';
 

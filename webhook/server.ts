@@ -2,7 +2,7 @@
 // for Prometheus (/metrics). It only decodes, calls `reviewRequest`, encodes, logs and counts.
 // node:http is used directly: the admission path is a single POST route and every microsecond
 // here is paid by every Pod creation in the cluster.
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import { isWorkspaceSandboxError } from '../lib/errors.ts';
 import { createGuard } from '../lib/guard.ts';
 import { readBody } from '../lib/http.ts';
@@ -21,6 +21,11 @@ import {
 import { configHash, type InjectionConfig, type WebhookEnv } from './config.ts';
 import { ConfigWatcher } from './config-watcher.ts';
 import { createWebhookMetrics, type WebhookMetrics } from './metrics.ts';
+
+// node:http through process.getBuiltinModule, not an `import`: an ES-module import builds a
+// namespace from every export, which runs node:http's lazy WebSocket getters and loads Node's
+// bundled undici (~12 MiB resident) that this program never uses.
+const { createServer: createHttpServer } = process.getBuiltinModule('node:http');
 
 /**
  * Largest AdmissionReview accepted. etcd's default request limit is 1.5 MiB and the API server
