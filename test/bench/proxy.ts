@@ -1,6 +1,6 @@
 // Egress proxy benchmark: direct TLS vs this proxy vs squid vs tinyproxy, same run, same upstream.
 //   node test/bench/proxy.ts            (BENCH_GIB=1 BENCH_DOWNLOADS=3 BENCH_TUNNELS=300 BENCH_OPEN=1000 to change sizes)
-// Measures, per path: new-tunnel latency (CONNECT + TLS handshake + GET of 1 KiB, p50/p99),
+// Measures, every path in the same rounds: new-tunnel latency (CONNECT + TLS handshake + GET of 1 KiB, p50/p99),
 // throughput of BENCH_DOWNLOADS tunnels each downloading BENCH_GIB GiB over TLS (medians; MB/s =
 // 10^6 bytes/s), and the proxy's CPU seconds per GiB (user+system from /proc); then this proxy's RSS idle and with
 // BENCH_OPEN open tunnels. Every process is a child on loopback ports picked at run time.
@@ -11,7 +11,7 @@ import { bundleProgram, DEFAULT_BUNDLE_DIR } from '../../scripts/bundle.ts';
 import { RESERVE_BYTES, TUNNEL_SHARE, TUNNEL_WORST_CASE_BYTES } from '../../credential-proxy/memory.ts';
 import { freePort } from '../helpers/listen.ts';
 import { BenchRun, LoadSampler, machineLine, table, writeSection } from './results.ts';
-import { connectRequest, GIB, measure, openTunnels, rssMiB, startSquid, toolVersion, waitForPort, writeUpstream, type Measured, type TunnelPath } from './tunnels.ts';
+import { connectRequest, GIB, measureAll, openTunnels, rssMiB, startSquid, toolVersion, waitForPort, writeUpstream, type Measured, type TunnelPath } from './tunnels.ts';
 
 const SIZE_GIB = Number(process.env.BENCH_GIB ?? 1);
 const DOWNLOADS = Number(process.env.BENCH_DOWNLOADS ?? 3);
@@ -68,8 +68,9 @@ async function main(): Promise<void> {
   const rows: (string | number)[][] = [];
   let directP50 = NaN;
   const results: Record<string, Measured & { cpu: number }> = {};
+  const measured = await measureAll(paths, tls, { tunnels: TUNNELS, bytes: Math.round(SIZE_GIB * GIB), downloads: DOWNLOADS, pids: paths.flatMap((p) => (p.pid ? [p.pid] : [])) });
   for (const path of paths) {
-    const m = await measure(path, tls, { tunnels: TUNNELS, bytes: Math.round(SIZE_GIB * GIB), downloads: DOWNLOADS, pids: path.pid ? [path.pid] : [] });
+    const m = measured.get(path)!;
     const r = { ...m, cpu: path.pid ? m.cpuPerGiB.get(path.pid)! : NaN };
     results[path.name] = r;
     if (path.name === 'direct') directP50 = r.p50;

@@ -143,34 +143,47 @@ export interface Measured {
   mbps: number;
   /** Median CPU-s per GiB of each process in `pids`, over the downloads. */
   cpuPerGiB: Map<number, number>;
-  /** CPU-s of each process in `pids` over the new-tunnel runs. */
+  /** CPU-s of each process in `pids` over the timed new tunnels. */
   tunnelCpu: Map<number, number>;
 }
 
 /**
- * 20 warm-up tunnels, `tunnels` timed ones, then `downloads` downloads of `bytes` each, with the
- * CPU time every process of `pids` spent on them.
+ * Every path measured in the same rounds, so a change in the machine's load touches them all alike:
+ * 20 warm-up tunnels per path, then `tunnels` rounds of one new tunnel per path, then `downloads`
+ * rounds of one download of `bytes` per path, with the CPU time the processes of `pids` spent on
+ * each path's own requests (one request is in flight at a time).
  */
-export async function measure(path: TunnelPath, tls: { servername: string; ca: string }, o: { tunnels: number; bytes: number; downloads: number; pids: number[] }): Promise<Measured> {
-  for (let i = 0; i < 20; i++) await fetchOnce(path, tls, 1024);
-  const cpu = () => new Map(o.pids.map((p) => [p, cpuSeconds(p)]));
-  const since = (before: Map<number, number>) => new Map(o.pids.map((p) => [p, cpuSeconds(p) - before.get(p)!]));
-  const t0 = cpu();
-  const lat: number[] = [];
-  for (let i = 0; i < o.tunnels; i++) lat.push(await fetchOnce(path, tls, 1024));
-  const tunnelCpu = since(t0);
-  const mbps: number[] = [];
-  const perGiB = new Map(o.pids.map((p) => [p, [] as number[]]));
-  for (let i = 0; i < o.downloads; i++) {
-    const c0 = cpu();
-    const ms = await fetchOnce(path, tls, o.bytes);
-    for (const [p, s] of since(c0)) perGiB.get(p)!.push(s / (o.bytes / GIB));
-    mbps.push(o.bytes / 1e6 / (ms / 1000));
-  }
-  return {
-    p50: median(lat), p99: percentile(lat, 99), mbps: median(mbps), tunnelCpu,
-    cpuPerGiB: new Map([...perGiB].map(([p, v]) => [p, median(v)])),
+export async function measureAll(paths: TunnelPath[], tls: { servername: string; ca: string }, o: { tunnels: number; bytes: number; downloads: number; pids: number[] }): Promise<Map<TunnelPath, Measured>> {
+  const cpu = () => o.pids.map((p) => cpuSeconds(p));
+  const timed = async (path: TunnelPath, bytes: number) => {
+    const before = cpu();
+    const ms = await fetchOnce(path, tls, bytes);
+    const after = cpu();
+    return { ms, cpu: o.pids.map((p, i) => [p, after[i]! - before[i]!] as const) };
   };
+  for (const path of paths) for (let i = 0; i < 20; i++) await fetchOnce(path, tls, 1024);
+  const lat = new Map(paths.map((p) => [p, [] as number[]]));
+  const tunnelCpu = new Map(paths.map((p) => [p, new Map(o.pids.map((pid) => [pid, 0]))]));
+  for (let i = 0; i < o.tunnels; i++) {
+    for (const path of paths) {
+      const r = await timed(path, 1024);
+      lat.get(path)!.push(r.ms);
+      for (const [pid, s] of r.cpu) tunnelCpu.get(path)!.set(pid, tunnelCpu.get(path)!.get(pid)! + s);
+    }
+  }
+  const mbps = new Map(paths.map((p) => [p, [] as number[]]));
+  const perGiB = new Map(paths.map((p) => [p, new Map(o.pids.map((pid) => [pid, [] as number[]]))]));
+  for (let i = 0; i < o.downloads; i++) {
+    for (const path of paths) {
+      const r = await timed(path, o.bytes);
+      mbps.get(path)!.push(o.bytes / 1e6 / (r.ms / 1000));
+      for (const [pid, s] of r.cpu) perGiB.get(path)!.get(pid)!.push(s / (o.bytes / GIB));
+    }
+  }
+  return new Map(paths.map((path) => [path, {
+    p50: median(lat.get(path)!), p99: percentile(lat.get(path)!, 99), mbps: median(mbps.get(path)!), tunnelCpu: tunnelCpu.get(path)!,
+    cpuPerGiB: new Map([...perGiB.get(path)!].map(([pid, v]) => [pid, median(v)])),
+  }]));
 }
 
 /** squid 5 as a plain CONNECT proxy on 127.0.0.1 (no cache, no access log). `dir` must be writable by squid's user. */
@@ -198,7 +211,8 @@ export async function openTunnels(port: number, request: string, count: number, 
     for (let i = 0; i < count; i += batch) {
       await Promise.all(Array.from({ length: Math.min(batch, count - i) }, () => new Promise<void>((resolve, reject) => {
         const s = netConnect(port, '127.0.0.1', () => s.write(request));
-        s.once('data', (d: Buffer) => (/^HTTP\/1\.1 200/.test(d.toString()) ? resolve() : reject(new Error(d.toString().split('\r\n')[0]))));
+        // A refusal: its status line and reason header.
+        s.once('data', (d: Buffer) => (/^HTTP\/1\.1 200/.test(d.toString()) ? resolve() : reject(new Error(d.toString().split('\r\n').slice(0, 2).join(' ')))));
         s.on('error', reject);
         sockets.push(s);
       })));
