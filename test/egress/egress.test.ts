@@ -191,6 +191,26 @@ t.test('enforced egress: every way out but the gateway fails closed, as a proces
     teardown();
     rmSync(dir, { recursive: true, force: true });
   });
+  // The runner's file timeout (SIGTERM), ^C or an uncaught error may end the process without the
+  // teardown: nothing may stay then either.
+  const cleanupSync = () => {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    sandbox?.destroySync();
+    teardown();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    cleanupSync();
+    process.kill(process.pid, signal);
+  };
+  process.once('exit', cleanupSync);
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  t.teardown(() => {
+    process.off('exit', cleanupSync);
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  });
   teardown();
   topology();
 
