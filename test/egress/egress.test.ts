@@ -502,7 +502,7 @@ function classify(out: string, status: number | null): string {
   const rules: [RegExp, string][] = [
     [/Operation not permitted|Permission denied|permission denied/, 'denied: no privilege'],
     [/Connection refused|ConnectionRefused|Failed to connect/i, 'connection refused'],
-    [/Could not resolve|Name or service not known|getaddrinfo|No address|EAI_/i, 'no address (no DNS)'],
+    [/Could not resolve|Resolving timed out|Name or service not known|getaddrinfo|No address|EAI_/i, 'no address (no DNS)'],
     [/No route to host|Network is unreachable|unreachable/i, 'unreachable'],
     [/no answer|timed out|timeout/i, 'no answer'],
     [/\b407\b/, '407 Proxy Authentication Required'],
