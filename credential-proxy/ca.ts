@@ -8,7 +8,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { rootCertificates } from 'node:tls';
 import { CA_BUNDLE_FILE, CA_CERT_FILE, PRODUCT } from '../lib/constants.ts';
 import { createCA, type CertificateAuthority } from '../lib/certs.ts';
 
@@ -49,7 +48,7 @@ export function systemTrustBundle(candidates: readonly string[] = SYSTEM_BUNDLE_
       // unreadable: try the next one
     }
   }
-  return rootCertificates.join('\n') + '\n';
+  return process.getBuiltinModule('node:tls').rootCertificates.join('\n') + '\n';
 }
 
 export interface CAFiles {

@@ -10,11 +10,11 @@
 // (Node 24: `new https.Agent({ proxyEnv: process.env })`). InvokeModel and
 // InvokeModelWithResponseStream work over HTTP/1.1; the bidirectional stream needs HTTP/2.
 import { readFileSync } from 'node:fs';
-import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { http as nodeHttp } from './builtins.ts';
-import { Agent, request as httpsRequest } from 'node:https';
+import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { http as nodeHttp, https, tls } from './builtins.ts';
+import type { Agent } from 'node:https';
 import { Socket } from 'node:net';
-import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
+import type { SecureContext } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { Counter, type Registry } from 'prom-client';
 import { createEcKeyPair, type CertificateAuthority } from '../lib/certs.ts';
@@ -118,11 +118,17 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
   // Made on the first intercepted request, not at start: parsing ~140 roots costs time and memory
   // that a pod without credential traffic never needs.
   let upstreamContext: SecureContext | undefined;
-  const upstreamTls = (): SecureContext => upstreamContext ??= createSecureContext({
+  const upstreamTls = (): SecureContext => upstreamContext ??= tls().createSecureContext({
     ca: upstreamCaText ? [systemBundle, upstreamCaText] : [systemBundle], minVersion: 'TLSv1.2',
   });
-  const agent = new Agent({ keepAlive: true, scheduling: 'lifo', maxFreeSockets: 64, timeout: idleTimeoutMs });
-  if (deps.upstream?.gateway) Object.assign(agent, { createConnection: deps.upstream.agentConnection(true) });
+  // Made on the first intercepted request too (node:https loads node:tls).
+  let agent: Agent | undefined;
+  const upstreamAgent = (): Agent => {
+    if (agent) return agent;
+    agent = new (https().Agent)({ keepAlive: true, scheduling: 'lifo', maxFreeSockets: 64, timeout: idleTimeoutMs });
+    if (deps.upstream?.gateway) Object.assign(agent, { createConnection: deps.upstream.agentConnection(true) });
+    return agent;
+  };
 
   let ca: CertificateAuthority | undefined;
   let caFiles: CAFiles | undefined;
@@ -194,7 +200,7 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
     clientSocket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     // Bytes the client sent after the CONNECT head (an eager ClientHello) belong to the TLS stream.
     if (head.length > 0) clientSocket.unshift(head);
-    const tlsSocket = new TLSSocket(clientSocket as Socket, {
+    const tlsSocket = new (tls().TLSSocket)(clientSocket as Socket, {
       isServer: true,
       secureContext: leaf.context,
       ALPNProtocols: ALPN,
@@ -320,7 +326,7 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
     const replayable = IDEMPOTENT_METHODS.has(method) && (body !== undefined || noBody);
     return new Promise((resolve) => {
       let responded = false;
-      let current: ReturnType<typeof httpsRequest> | undefined;
+      let current: ClientRequest | undefined;
       // A client that goes away cancels the upstream call at once (a cancelled model call must
       // stop costing tokens); destroying the request also drops its keep-alive socket.
       res.once('close', () => {
@@ -328,7 +334,7 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
         resolve();
       });
       const send = (retry: boolean) => {
-        const upstream = httpsRequest({
+        const upstream = https().request({
           host: target.address,
           family: target.family,
           port: target.port,
@@ -337,7 +343,7 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
           method,
           path: url,
           headers,
-          agent,
+          agent: upstreamAgent(),
           setHost: false,
           // Passed through the agent to tls.connect (missing from https.RequestOptions' types).
           ...({ secureContext: upstreamTls() } as object),
@@ -401,7 +407,7 @@ export function createInterceptor(config: InterceptorConfig, deps: InterceptorDe
     async close() {
       closed = true;
       for (const s of sockets) s.destroy();
-      agent.destroy();
+      agent?.destroy();
       http.close();
       await ready.catch(() => undefined);
     },

@@ -2,7 +2,8 @@
 //
 // One key serves every leaf of the process, and minting a leaf is one CA signature. The cache holds ready TLS contexts, so a new
 // intercepted connection to a known host costs only the handshake.
-import { createSecureContext, type SecureContext } from 'node:tls';
+import type { SecureContext } from 'node:tls';
+import { tls } from './builtins.ts';
 import { issueCertificate, type CertificateAuthority, type KeyPair } from '../lib/certs.ts';
 
 export const LEAF_CACHE_SIZE = 256;
@@ -83,7 +84,7 @@ export class LeafCache {
   #mint(host: string): Leaf {
     const issued = issueCertificate(this.#ca, { hosts: [host], validityMs: this.#validityMs, keyPair: this.#keyPair });
     this.#minted++;
-    const context = createSecureContext({ key: this.#keyPair.privateKeyPem, cert: issued.certPem, minVersion: 'TLSv1.2' });
+    const context = tls().createSecureContext({ key: this.#keyPair.privateKeyPem, cert: issued.certPem, minVersion: 'TLSv1.2' });
     return { host, certPem: issued.certPem, notAfter: issued.notAfter, context };
   }
 }

@@ -11,7 +11,8 @@
 // not yet a path to the upstream.
 import { readFileSync, statSync } from 'node:fs';
 import { connect as netConnect, type Socket, type OnReadOpts } from 'node:net';
-import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import type { ConnectionOptions } from 'node:tls';
+import { tls as nodeTls } from './builtins.ts';
 import { headerSafe } from './respond.ts';
 import { resolveChecked, type OwnListeners, type ResolvedAddress, type Resolver } from './resolve.ts';
 
@@ -189,7 +190,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
             raw.resume();
             return callback(null, raw);
           }
-          const secure = tlsConnect({ ...options, socket: raw });
+          const secure = nodeTls().connect({ ...options, socket: raw });
           raw.on('error', (err) => secure.destroy(err));
           callback(null, secure);
         });

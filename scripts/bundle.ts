@@ -81,6 +81,29 @@ const lazyRequire: Plugin = {
   },
 };
 
+/**
+ * prom-client's entry with only the parts the programs use. Its index also loads the Pushgateway
+ * (node:https, so node:tls: ~7 MiB resident) and the cluster AggregatorRegistry (node:cluster,
+ * node:child_process), which a program that serves its own /metrics never calls.
+ */
+const PROM_CLIENT_ENTRY = `'use strict';
+exports.register = require('./lib/registry').globalRegistry;
+exports.Registry = require('./lib/registry');
+exports.Counter = require('./lib/counter');
+exports.Gauge = require('./lib/gauge');
+exports.Histogram = require('./lib/histogram');
+exports.Summary = require('./lib/summary');
+exports.collectDefaultMetrics = require('./lib/defaultMetrics');
+`;
+const promClientCore: Plugin = {
+  name: 'prom-client-core',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]node_modules[\\/]prom-client[\\/]index\.js$/ }, (args) => ({
+      contents: PROM_CLIENT_ENTRY, loader: 'js', resolveDir: join(args.path, '..'),
+    }));
+  },
+};
+
 /** The package a bundled file belongs to: the path after its last node_modules/. */
 function packageOf(input: string): string | undefined {
   const i = input.lastIndexOf('node_modules/');
@@ -143,7 +166,7 @@ export async function bundleProgram(program: Program, outDir: string): Promise<s
     logLevel: 'warning',
     // CommonJS packages in an ES module bundle call require() for built-ins: give them one.
     banner: { js: "import { createRequire as __wsCreateRequire } from 'node:module'; const require = __wsCreateRequire(import.meta.url);" },
-    plugins: [onlyProgram(program), lazyRequire],
+    plugins: [onlyProgram(program), lazyRequire, promClientCore],
   });
   writeFileSync(join(outDir, SBOM_FILE), `${JSON.stringify(sbomFromMetafile(result.metafile, program), null, 2)}\n`);
   return join(outDir, BUNDLE_FILE);
