@@ -298,7 +298,7 @@ async function main(): Promise<void> {
     table(['this proxy', 'figure', 'target', ''], targets),
     '',
     'Start-up runs `node dist/bundle/proxy/workspace-sandbox.mjs proxy` (the `npm run build:bundles` output), as the image does. '
-      + 'Leaves use one ECDSA P-256 key per process (signed by the RSA-2048 pod CA): the handshake signature is far cheaper than RSA\'s. '
+      + 'Leaves use one ECDSA P-256 key per process, signed by the ECDSA P-256 pod CA: the handshake signature is far cheaper than RSA\'s. '
       + 'Upstream connections are kept alive and reused; mitmproxy opens one per client connection.',
   ].join('\n');
   process.stdout.write(`\n${md}\n`);

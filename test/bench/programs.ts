@@ -35,7 +35,7 @@ const PACKAGES: Record<string, string> = {
   'zod': 'at start (config, rule and credential schemas); the webhook too',
   'prom-client': 'at start (counters count from the start; the registry serves /metrics)',
   'pino': 'at start (logs)',
-  'jose': 'at start (per-pod token and rule-set signature verifiers); small once bundled',
+  'jose': 'at start (per-pod token and rule-set signature verifiers; the bundle keeps only the parts used)',
   'tldts': 'on the first wildcard rule checked (Public Suffix List)',
   'yaml': 'on the first YAML (not JSON) config file; the webhook with its injection config',
   'ioredis': 'only with REDIS_URL',
