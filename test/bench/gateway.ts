@@ -1,13 +1,13 @@
 // Egress gateway benchmark, same run, same local TLS upstream:
 //   sidecar → upstream (direct, today's path) vs sidecar → gateway → upstream vs squid → upstream.
 //   node test/bench/gateway.ts      (root: it runs in a network namespace of its own; BENCH_GIB=1
-//                                    BENCH_DOWNLOADS=3 BENCH_TUNNELS=300 BENCH_OPEN=10000 BENCH_REVIEWS=200)
+//                                    BENCH_DOWNLOADS=3 BENCH_TUNNELS=300 BENCH_OPEN=10000 BENCH_STALLED=500 BENCH_REVIEWS=200)
 // Measures, every path in the same rounds: new-tunnel latency (CONNECT + TLS handshake + 1 KiB GET,
 // p50/p99), BENCH_DOWNLOADS tunnels each downloading BENCH_GIB GiB (medians), the gateway's CPU per GiB and per 1,000 new tunnels (user+system from /proc), token
 // validation (cached and uncached, against the stand-in Kubernetes API of
 // test/helpers/kube-api-stand-in.ts: no API server runs here, so "uncached" is a TokenReview and a
 // pod read over local HTTPS, a floor for a real API server), and the gateway's RSS with BENCH_OPEN
-// open tunnels. The gateway refuses loopback upstreams, so the bench re-executes itself in a fresh
+// open idle tunnels and with BENCH_STALLED tunnels whose clients stop reading a large download. The gateway refuses loopback upstreams, so the bench re-executes itself in a fresh
 // network namespace joined by a veth to another holding the upstream on 198.51.100.10 (TEST-NET,
 // opened with GATEWAY_LAB_CIDRS), and removes both at the end.
 import { spawnSync } from 'node:child_process';
@@ -21,7 +21,7 @@ import { bundleProgram, DEFAULT_BUNDLE_DIR } from '../../scripts/bundle.ts';
 import { startKubeApiStandIn } from '../helpers/kube-api-stand-in.ts';
 import { freePort } from '../helpers/listen.ts';
 import { BenchRun, LoadSampler, machineLine, median, percentile, table, writeSection } from './results.ts';
-import { connectRequest, GIB, measureAll, openTunnels, rssMiB, startSquid, waitForPort, writeUpstream, type Measured, type TunnelPath } from './tunnels.ts';
+import { connectRequest, GIB, measureAll, openTunnels, rssMiB, stallTunnels, startSquid, waitForPort, writeUpstream, type Measured, type TunnelPath } from './tunnels.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 // Each open tunnel holds two descriptors in the gateway: raise the limit for the bench and
@@ -60,6 +60,7 @@ const DOWNLOADS = Number(process.env.BENCH_DOWNLOADS ?? 3);
 // Two descriptors per open tunnel in the gateway: 10,000 unless this process's descriptor limit
 // (inherited by the gateway) is lower, as where the hard limit is 20,000 and cannot be raised.
 const NOFILE = Number(/Max open files\s+(\d+)/.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1] ?? 20_000);
+const STALLED = Number(process.env.BENCH_STALLED ?? 500);
 const OPEN = Number(process.env.BENCH_OPEN ?? Math.min(10_000, Math.floor((NOFILE - 200) / 200) * 100));
 const REVIEWS = Number(process.env.BENCH_REVIEWS ?? 200);
 const HOST = 'api.lab.test';
@@ -171,6 +172,16 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, 1000));
   const loaded = rssMiB(gateway.pid!);
   for (const s of open) s.destroy();
+  await new Promise((r) => setTimeout(r, 1000));
+
+  // Gateway memory with STALLED tunnels whose clients ask for a large download and never read:
+  // what one tunnel holds at worst on the download side (relay buffers, socket queues).
+  const beforeStalled = rssMiB(gateway.pid!);
+  const stalled = await stallTunnels({ name: 'stalled', port: gwPort, authority, headers: auth }, tls, STALLED, GIB);
+  await new Promise((r) => setTimeout(r, 2000));
+  const stalledRss = rssMiB(gateway.pid!);
+  const perStalledKiB = ((stalledRss - beforeStalled) * 1024) / STALLED;
+  for (const s of stalled) s.destroy();
   await api.close();
 
   const squidRow = squidProcess ? res[paths[3]!.name] : undefined;
@@ -181,11 +192,12 @@ async function main(): Promise<void> {
   const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
   const perTunnelKiB = ((loaded - afterRuns) * 1024) / Math.max(1, opened);
   const at10k = opened >= 10_000 ? loaded : afterRuns + (perTunnelKiB * 10_000) / 1024;
+  const stalled10k = beforeStalled + (perStalledKiB * 10_000) / 1024;
   const targets = [
     `added p50 for a new tunnel ≤ 1 ms over today's sidecar path: ${added >= 0 ? '+' : ''}${added.toFixed(2)} ms → ${met(added <= 1)}`,
     squid ? `gateway throughput ≥ squid's (each alone): ${alone.mbps.toFixed(0)} vs ${squid.mbps.toFixed(0)} MB/s → ${met(alone.mbps >= squid.mbps)} (sidecar → gateway, two hops: ${gw.mbps.toFixed(0)} MB/s)` : 'squid not installed',
     squid ? `gateway CPU/GiB ≤ squid's (each alone): ${aloneCpu.toFixed(2)} vs ${squid.cpuPerGiB.toFixed(2)} CPU-s → ${met(aloneCpu <= squid.cpuPerGiB)} (behind a sidecar: ${gwPerGiB.toFixed(2)})` : '—',
-    `gateway memory bounded with 10,000 open tunnels (its container limit, manifests/base/gateway/deployment.yaml, is ${LIMIT_MIB} MiB): ${opened} opened, ${loaded.toFixed(1)} MiB RSS (${perTunnelKiB.toFixed(1)} KiB per tunnel)${opened < 10_000 ? `, ≈${at10k.toFixed(0)} MiB at 10,000 by that figure` : ''} → ${met(at10k <= LIMIT_MIB)}`,
+    `gateway memory bounded with 10,000 open tunnels (its container limit, manifests/base/gateway/deployment.yaml, is ${LIMIT_MIB} MiB): ${opened} opened, ${loaded.toFixed(1)} MiB RSS (${perTunnelKiB.toFixed(1)} KiB per tunnel)${opened < 10_000 ? `, ≈${at10k.toFixed(0)} MiB at 10,000 by that figure` : ''}; 10,000 whose clients stop reading ≈${stalled10k.toFixed(0)} MiB by the stalled figure (${perStalledKiB.toFixed(0)} KiB each) → ${met(Math.max(at10k, stalled10k) <= LIMIT_MIB)}`,
   ];
   const { line: loadLine } = load.stop();
   process.stdout.write(`${loadLine}\nTargets:\n${targets.map((l) => `  ${l}`).join('\n')}\n`);
@@ -199,7 +211,7 @@ async function main(): Promise<void> {
     '',
     `Gateway CPU behind a sidecar: ${gwPerGiB.toFixed(2)} CPU-s per GiB relayed; ${gwPer1000.toFixed(2)} CPU-s per 1,000 new tunnels (token cached).`,
     `Token validation (stand-in API over local HTTPS, ${REVIEWS} tokens): uncached (TokenReview + pod read) p50 ${median(uncached).toFixed(2)} ms, p99 ${percentile(uncached, 99).toFixed(2)} ms; cached p50 ${(median(cached) * 1000).toFixed(1)} µs.`,
-    `Gateway RSS: idle ${gwIdle.toFixed(1)} MiB; after the runs ${afterRuns.toFixed(1)} MiB; with ${opened} open tunnels ${loaded.toFixed(1)} MiB.`,
+    `Gateway RSS: idle ${gwIdle.toFixed(1)} MiB; after the runs ${afterRuns.toFixed(1)} MiB; with ${opened} open idle tunnels ${loaded.toFixed(1)} MiB; with ${STALLED} tunnels whose clients stop reading a 1 GiB download ${stalledRss.toFixed(1)} MiB (${perStalledKiB.toFixed(0)} KiB per tunnel over ${beforeStalled.toFixed(1)} MiB).`,
     '',
     'Targets: ' + targets.join('; ') + '.',
   ].join('\n'));

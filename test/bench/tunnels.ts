@@ -223,3 +223,27 @@ export async function openTunnels(port: number, request: string, count: number, 
   }
   return { sockets, opened };
 }
+
+/**
+ * Opens `count` tunnels through a proxy on 127.0.0.1:`port`, asks each for a `bytes` download over
+ * TLS and then never reads: the proxy holds whatever its relay buffers for a client that stalls.
+ */
+export async function stallTunnels(path: TunnelPath, tls: { servername: string; ca: string }, count: number, bytes: number): Promise<Socket[]> {
+  const sockets: Socket[] = [];
+  for (let i = 0; i < count; i++) {
+    await new Promise<void>((resolve, reject) => {
+      const raw = netConnect(path.port, '127.0.0.1', () => raw.write(connectRequest(path.authority!, path.headers)));
+      raw.on('error', reject);
+      sockets.push(raw);
+      raw.once('data', (d: Buffer) => {
+        if (!/^HTTP\/1\.[01] 200/.test(d.toString('latin1'))) return reject(new Error(d.toString('latin1').split('\r\n')[0]));
+        const s = tlsConnect({ socket: raw, servername: tls.servername, ca: tls.ca });
+        s.on('error', () => {});
+        s.once('secureConnect', () => s.write(`GET /${bytes} HTTP/1.1\r\nHost: ${tls.servername}\r\n\r\n`));
+        // The first bytes of the answer: from here on nothing is read.
+        s.once('data', () => { s.pause(); raw.pause(); resolve(); });
+      });
+    });
+  }
+  return sockets;
+}
