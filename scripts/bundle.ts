@@ -95,7 +95,7 @@ exports.Histogram = require('./lib/histogram');
 exports.Summary = require('./lib/summary');
 exports.collectDefaultMetrics = require('./lib/defaultMetrics');
 `;
-const promClientCore: Plugin = {
+export const promClientCore: Plugin = {
   name: 'prom-client-core',
   setup(b) {
     b.onLoad({ filter: /[\\/]node_modules[\\/]prom-client[\\/]index\.js$/ }, (args) => ({

@@ -5,7 +5,7 @@
 // Per program and build, BENCH_RUNS starts, interleaved: spawn → first 200 from /readyz (median),
 // then VmRSS after 1 s idle (median); SIGTERM and wait for the exit. Then the RSS each npm package
 // adds, bundled by esbuild as the programs are, to a Node process that already serves HTTP and has
-// loaded node:tls and made an ECDSA key (what the proxy needs anyway; median of 3), and the image
+// made an ECDSA key (what the proxy does before it is ready anyway; median of 3), and the image
 // sizes when the images are in the engine DOCKER_HOST names.
 import { build } from 'esbuild';
 import { spawnSync, type ChildProcess } from 'node:child_process';
@@ -15,7 +15,7 @@ import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { BUNDLE_FILE, bundleProgram, DEFAULT_BUNDLE_DIR, PROGRAMS, type Command, type Program } from '../../scripts/bundle.ts';
+import { BUNDLE_FILE, bundleProgram, DEFAULT_BUNDLE_DIR, PROGRAMS, promClientCore, type Command, type Program } from '../../scripts/bundle.ts';
 import { IMAGES } from '../../scripts/build-images.ts';
 import { BenchRun, machineLine, median, table, writeSection } from './results.ts';
 import { freePort } from '../helpers/listen.ts';
@@ -43,8 +43,8 @@ const PACKAGES: Record<string, string> = {
   '@aws-sdk/credential-provider-node': 'on the first SigV4 signature',
   '@smithy/signature-v4': 'on the first SigV4 signature',
 };
-/** The built-ins a TLS-intercepting proxy needs whatever its packages: an HTTP server, node:tls, an ECDSA key. */
-const BUILTINS_FLOOR = "require('node:tls'); require('node:crypto').generateKeyPairSync('ec', { namedCurve: 'prime256v1' });";
+/** What the proxy does before it is ready whatever its packages: an HTTP server and an ECDSA key (its CA). */
+const BUILTINS_FLOOR = "require('node:crypto').generateKeyPairSync('ec', { namedCurve: 'prime256v1' });";
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -64,7 +64,7 @@ function status(url: string): Promise<number> {
 interface Launch { args: string[]; env: Record<string, string>; readyUrl: string }
 
 /** The command line and environment of each program, configured as in its image's test. */
-type Floor = 'floor' | 'floor+tls';
+type Floor = 'floor' | 'floor+key' | 'floor+tls';
 
 async function launch(program: Command | Floor, entry: string, runDir: string): Promise<Launch> {
   const base = { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn' };
@@ -72,8 +72,10 @@ async function launch(program: Command | Floor, entry: string, runDir: string): 
   switch (program) {
     case 'floor':
       return { args: ['-e', `require('node:http').createServer((q, s) => s.end('ok')).listen(${a}, '127.0.0.1')`], env: base, readyUrl: `http://127.0.0.1:${a}/` };
-    case 'floor+tls':
+    case 'floor+key':
       return { args: ['-e', `${BUILTINS_FLOOR} require('node:http').createServer((q, s) => s.end('ok')).listen(${a}, '127.0.0.1')`], env: base, readyUrl: `http://127.0.0.1:${a}/` };
+    case 'floor+tls':
+      return { args: ['-e', `${BUILTINS_FLOOR} require('node:tls'); require('node:http').createServer((q, s) => s.end('ok')).listen(${a}, '127.0.0.1')`], env: base, readyUrl: `http://127.0.0.1:${a}/` };
     case 'proxy':
       writeFileSync(join(runDir, 'rules.json'), JSON.stringify([{ id: 'bench', hosts: ['example.com'], ports: [443] }]));
       return {
@@ -124,7 +126,8 @@ async function startOnce(program: Command | Floor, entry: string): Promise<{ ms:
 
 /**
  * RSS of a Node process serving HTTP with the built-ins floor loaded, after importing `pkg` whole
- * from an esbuild bundle made as scripts/bundle.ts makes the programs' (none: the floor alone); median of 3.
+ * from an esbuild bundle made as scripts/bundle.ts makes the programs' (prom-client without its
+ * Pushgateway; none: the floor alone); median of 3.
  */
 async function importRss(pkg: string | undefined): Promise<number> {
   const file = join(dir, `import-${(pkg ?? 'none').replace(/[^a-z0-9]/gi, '_')}.mjs`);
@@ -137,7 +140,7 @@ async function importRss(pkg: string | undefined): Promise<number> {
   ].join('\n');
   await build({
     stdin: { contents, resolveDir: ROOT, loader: 'js' }, outfile: file, bundle: true, platform: 'node', format: 'esm', target: 'node24',
-    minifySyntax: true, minifyWhitespace: true, logLevel: 'error',
+    minifySyntax: true, minifyWhitespace: true, logLevel: 'error', plugins: [promClientCore],
     banner: { js: "import { createRequire as __wsCreateRequire } from 'node:module'; const require = __wsCreateRequire(import.meta.url);" },
   });
   const runs = [0, 1, 2].map(() => Number(spawnSync(NODE, [file], { encoding: 'utf8' }).stdout) / 2 ** 20);
@@ -172,6 +175,7 @@ bench.run(async () => {
   };
   for (let i = 0; i < RUNS; i++) {
     record('floor', await startOnce('floor', ''));
+    record('floor+key', await startOnce('floor+key', ''));
     record('floor+tls', await startOnce('floor+tls', ''));
     for (const p of programs) {
       record(`${p} dist`, await startOnce(p, dist));
@@ -181,6 +185,7 @@ bench.run(async () => {
   }
   const m = (key: string) => ({ ms: median(samples.get(key)!.ms), rss: median(samples.get(key)!.rss) });
   const floor = m('floor');
+  const floorKey = m('floor+key');
   const floorTls = m('floor+tls');
 
   const rows = programs.map((p) => {
@@ -221,21 +226,21 @@ bench.run(async () => {
     `"dist" is \`node dist/bin/workspace-sandbox.js <command>\` (tsc, node_modules beside it); "bundle" is \`node dist/bundle/<program>/${BUNDLE_FILE} <command>\``,
     '(`npm run build:bundles`: esbuild, ESM with code splitting; what the images run; the gateway runs from the proxy\'s bundle and image). Start = spawn → first 200 from /readyz',
     '(the proxy: CA created and written); RSS after 1 s idle. Floor: a Node 24 HTTP server answering at once',
-    `(start ${f0(floor.ms)} ms, idle RSS ${f1(floor.rss)} MiB); with node:tls loaded and an ECDSA key made, what the proxy needs`,
-    `before any package (start ${f0(floorTls.ms)} ms, idle RSS ${f1(floorTls.rss)} MiB).`,
+    `(start ${f0(floor.ms)} ms, idle RSS ${f1(floor.rss)} MiB); the same having made an ECDSA key, as the proxy does for its CA before it`,
+    `is ready (${f1(floorKey.rss)} MiB); that and node:tls loaded, as by a first intercepted connection (${f1(floorTls.rss)} MiB).`,
     '',
     table(['program', 'start dist (ms)', 'start bundle (ms)', 'bundle vs floor', 'RSS dist (MiB)', 'RSS bundle (MiB)', 'bundle over floor (MiB)'], rows),
     '',
     table(['target (bundle, as the image runs it)', 'measured', 'target', ''], targetRows),
     '',
-    'What the proxy keeps off its start path: node-forge (gone: 9.9 MiB imported alone) and the RSA CA key (an ECDSA P-256 CA built',
-    'with node:crypto and lib/der.ts,',
-    'ready as the listeners are), tldts (first wildcard rule), yaml (JSON rules and credentials are read with JSON.parse), ioredis,',
-    'http-proxy-3 and the AWS SDK (each on its first use). What it still loads at start: zod (the one validated config and the rule',
-    'schemas), prom-client, pino and the small part of jose it uses. node:tls alone adds about 7 MiB to an HTTP server (the floor',
-    'with TLS above), so a proxy that loads it at start cannot reach 50 MiB whatever its packages; the remaining package cost is zod\'s.',
+    'What the proxy keeps off its start path: node-forge (gone: the CA is ECDSA P-256, built with node:crypto and lib/der.ts like the',
+    'leaves, ready as the listeners are), node:tls and node:https (first intercepted connection or gateway TLS; prom-client is bundled',
+    'without its Pushgateway, which loaded node:https), tldts (first wildcard rule), yaml (JSON rules and credentials are read with',
+    'JSON.parse), ioredis, http-proxy-3 and the AWS SDK (each on first use). What it still loads at start: zod (the one validated config',
+    'and the rule schemas), prom-client, pino and the parts of jose it uses. The floor with an ECDSA key is already at about 50 MiB:',
+    '≤ 50 MiB is under what Node 24 needs to serve HTTP and hold the CA; zod is the one large package left on the start path.',
     '',
-    `RSS each package adds, bundled and imported whole, to the floor with TLS (${f1(base)} MiB in this measurement), and when the proxy loads it:`,
+    `RSS each package adds, bundled and imported whole, to the floor with an ECDSA key (${f1(base)} MiB in this measurement), and when the proxy loads it:`,
     '',
     table(['package', 'MiB', 'loaded by the proxy'], modules),
     '',
