@@ -4,8 +4,30 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { env, parseConfig, pickEnv, ConfigError, type DeepReadonly } from '../lib/config.ts';
 import { GATEWAY_AUDIENCE, NAMESPACES, PORTS } from '../lib/constants.ts';
+import { TUNNEL_WORST_CASE_BYTES } from '../credential-proxy/memory.ts';
 import { rulesFromAllowedDomains, RuleSetError, type Rule } from '../credential-proxy/rules.ts';
 import { parseLabCidr, type Cidr } from './lab-ranges.ts';
+
+const MiB = 1024 * 1024;
+
+/** The gateway container's memory limit in the base manifests: 2 GiB. */
+export const GATEWAY_DEFAULT_MEMORY_LIMIT_BYTES = 2048 * MiB;
+
+/**
+ * Memory the gateway holds before any tunnel: Node, the Kubernetes client, the token cache, the
+ * allocator's keep after bursts. Measured idle RSS 107 MiB from the bundle, about 150 MiB after
+ * traffic (test/bench/README.md, bench:gateway), so 192 MiB leaves GC headroom.
+ */
+export const GATEWAY_RESERVE_BYTES = 192 * MiB;
+
+/**
+ * The tunnel cap a memory limit allows. A tunnel's worst case is the credential proxy's
+ * (TUNNEL_WORST_CASE_BYTES): both relay with lib/relay.ts, and the worst is an upload to an
+ * upstream that never reads; a download to a client that never reads measured ~80 KiB here.
+ */
+export function gatewayMaxTunnelsFor(limitBytes: number): number {
+  return Math.max(1, Math.floor((limitBytes - GATEWAY_RESERVE_BYTES) / TUNNEL_WORST_CASE_BYTES));
+}
 
 export const gatewayEnvSchema = z.object({
   GATEWAY_HOST: env.string().default('0.0.0.0'),
@@ -37,7 +59,10 @@ export const gatewayEnvSchema = z.object({
   /** TokenReviews in flight at once; more → 503 (the API server is shared with the whole cluster). */
   TOKEN_REVIEWS_MAX_PENDING: env.int(1, 100_000).default(256),
   TOKEN_REVIEW_TIMEOUT_MS: env.int(100, 60_000).default(5_000),
-  MAX_TUNNELS: env.int(1, 1_000_000).default(20_000),
+  /** The container's memory limit (from limits.memory); the tunnel cap derives from it. */
+  MEMORY_LIMIT_BYTES: env.int(GATEWAY_RESERVE_BYTES + 64 * MiB, 2 ** 40).default(GATEWAY_DEFAULT_MEMORY_LIMIT_BYTES),
+  /** Default: what MEMORY_LIMIT_BYTES allows at the worst case per tunnel; a set value may only be lower. */
+  MAX_TUNNELS: env.int(1, 1_000_000).optional(),
   MAX_TUNNELS_PER_POD: env.int(1, 1_000_000).default(1024),
   /** Pods whose series are kept in the per-pod metrics; the least recently seen is dropped beyond. */
   METRICS_MAX_PODS: env.int(1, 100_000).default(2000),
@@ -50,6 +75,10 @@ export const gatewayEnvSchema = z.object({
   if (c.GATEWAY_PORT !== 0 && c.GATEWAY_PORT === c.GATEWAY_METRICS_PORT) {
     ctx.addIssue({ code: 'custom', path: ['GATEWAY_METRICS_PORT'], message: 'must differ from GATEWAY_PORT' });
   }
+  const allowed = gatewayMaxTunnelsFor(c.MEMORY_LIMIT_BYTES);
+  if (c.MAX_TUNNELS !== undefined && c.MAX_TUNNELS > allowed) {
+    ctx.addIssue({ code: 'custom', path: ['MAX_TUNNELS'], message: `at most ${allowed} with MEMORY_LIMIT_BYTES=${c.MEMORY_LIMIT_BYTES} (${TUNNEL_WORST_CASE_BYTES / 1024} KiB per tunnel at worst); raise the memory limit or lower the cap` });
+  }
   c.GATEWAY_LAB_CIDRS.forEach((entry, i) => {
     const parsed = parseLabCidr(entry);
     if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', path: ['GATEWAY_LAB_CIDRS', i], message: parsed });
@@ -58,7 +87,9 @@ export const gatewayEnvSchema = z.object({
 
 export type GatewayEnv = z.output<typeof gatewayEnvSchema>;
 
-export interface GatewayConfig extends DeepReadonly<GatewayEnv> {
+export interface GatewayConfig extends Omit<DeepReadonly<GatewayEnv>, 'MAX_TUNNELS'> {
+  /** Set, or derived from MEMORY_LIMIT_BYTES. */
+  readonly MAX_TUNNELS: number;
   readonly ceiling: readonly Rule[] | undefined;
   readonly labCidrs: readonly Cidr[];
 }
@@ -81,7 +112,8 @@ export const GATEWAY_ENV_HELP: Readonly<Record<keyof GatewayEnv, string>> = {
   TOKEN_CACHE_MAX: 'tokens remembered at most (20000)',
   TOKEN_REVIEWS_MAX_PENDING: 'TokenReviews in flight at once; more get 503 (256)',
   TOKEN_REVIEW_TIMEOUT_MS: 'TokenReview and pod read timeout (5000)',
-  MAX_TUNNELS: 'open tunnels allowed at once; more get 429 (20000)',
+  MEMORY_LIMIT_BYTES: `the container's memory limit (${GATEWAY_DEFAULT_MEMORY_LIMIT_BYTES} = 2 GiB); the tunnel cap derives from it: set it from the container's limits.memory`,
+  MAX_TUNNELS: `open tunnels allowed at once; more get 429 (default: derived from MEMORY_LIMIT_BYTES, ${gatewayMaxTunnelsFor(GATEWAY_DEFAULT_MEMORY_LIMIT_BYTES)} at 2 GiB; a set value may only be lower)`,
   MAX_TUNNELS_PER_POD: 'open tunnels one pod may hold; more get 429 (1024)',
   METRICS_MAX_PODS: 'pods kept in the per-pod metric series (2000)',
   IDLE_TIMEOUT_MS: 'close tunnels idle this long (300000)',
@@ -104,5 +136,6 @@ export function loadGatewayConfig(source: Record<string, string | undefined> = p
     throw err;
   }
   const labCidrs = parsed.GATEWAY_LAB_CIDRS.map((e) => parseLabCidr(e) as Cidr);
-  return Object.freeze({ ...parsed, ceiling: ceiling && Object.freeze(ceiling), labCidrs: Object.freeze(labCidrs) });
+  const maxTunnels = parsed.MAX_TUNNELS ?? gatewayMaxTunnelsFor(parsed.MEMORY_LIMIT_BYTES);
+  return Object.freeze({ ...parsed, MAX_TUNNELS: maxTunnels, ceiling: ceiling && Object.freeze(ceiling), labCidrs: Object.freeze(labCidrs) });
 }

@@ -3,7 +3,8 @@
 import t from 'tap';
 import { ConfigError } from '../../lib/config.ts';
 import { GATEWAY_AUDIENCE, NAMESPACES, PORTS } from '../../lib/constants.ts';
-import { loadGatewayConfig } from '../../gateway/config.ts';
+import { GATEWAY_RESERVE_BYTES, gatewayMaxTunnelsFor, loadGatewayConfig } from '../../gateway/config.ts';
+import { TUNNEL_WORST_CASE_BYTES } from '../../credential-proxy/memory.ts';
 import { cidrContains, parseLabCidr } from '../../gateway/lab-ranges.ts';
 
 t.test('defaults', async (t) => {
@@ -16,6 +17,17 @@ t.test('defaults', async (t) => {
   t.equal(c.ceiling, undefined, 'no ceiling unless configured');
   t.same(c.labCidrs, [], 'no lab ranges unless configured');
   t.ok(Object.isFrozen(c));
+});
+
+t.test('the tunnel cap derives from the memory limit at the worst case per tunnel; a set cap may only be lower', async (t) => {
+  const c = loadGatewayConfig({});
+  t.equal(c.MEMORY_LIMIT_BYTES, 2 * 1024 ** 3);
+  t.equal(c.MAX_TUNNELS, 4949, '2 GiB: (2048 - 192) MiB / 384 KiB');
+  t.ok(GATEWAY_RESERVE_BYTES + c.MAX_TUNNELS * TUNNEL_WORST_CASE_BYTES <= c.MEMORY_LIMIT_BYTES, 'every tunnel at its worst still fits the limit');
+  t.equal(loadGatewayConfig({ MEMORY_LIMIT_BYTES: String(4 * 1024 ** 3) }).MAX_TUNNELS, gatewayMaxTunnelsFor(4 * 1024 ** 3));
+  t.equal(loadGatewayConfig({ MAX_TUNNELS: '100' }).MAX_TUNNELS, 100, 'a lower cap is kept');
+  t.throws(() => loadGatewayConfig({ MAX_TUNNELS: '5000' }), /MAX_TUNNELS: at most 4949 with MEMORY_LIMIT_BYTES=2147483648/, 'a cap the limit cannot hold is refused at start');
+  t.throws(() => loadGatewayConfig({ MEMORY_LIMIT_BYTES: String(GATEWAY_RESERVE_BYTES) }), /MEMORY_LIMIT_BYTES/);
 });
 
 t.test('every problem at once', async (t) => {

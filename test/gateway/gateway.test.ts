@@ -181,6 +181,16 @@ t.test('an unreachable API server closes the gateway (503), and the failure is n
   t.same(g.dialled, []);
 });
 
+t.test('the gateway\'s tunnel cap answers 429 with its reason', async (t) => {
+  const g = await startGateway(t, { MAX_TUNNELS: '1' });
+  const token = g.api.mint(g.pod);
+  const a = await exchange(g.port, connectRequest('api.lab.test:443', token));
+  const b = await exchange(g.port, connectRequest('api.lab.test:443', token));
+  t.same([a.status, b.status], [200, 429]);
+  t.match(b.header(HEADER_DENY_REASON), /tunnel limit \(1\)/);
+  a.socket.destroy();
+});
+
 t.test('per-pod tunnel limit', async (t) => {
   const g = await startGateway(t, { MAX_TUNNELS_PER_POD: '2' });
   const token = g.api.mint(g.pod);
