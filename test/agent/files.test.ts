@@ -240,7 +240,7 @@ t.test('an invalid tar upload is refused with the connection kept usable (the bo
   t.not(res.headers.connection, 'close', 'the rest of the body was read, so the connection stays open');
 });
 
-// Issue 13 item 8: `k/up -> ..` passes the check (it stays inside), and so did `k/esc -> up/..`,
+// `k/up -> ..` passes the check (it stays inside), and so did `k/esc -> up/..`,
 // which the text resolves to `k` but the file system to the root's parent, through `up`.
 t.test('tar upload: a symlink chain climbing out through another link is refused, in either order', async (t) => {
   const a = await startAgent();
@@ -260,7 +260,7 @@ t.test('tar upload: a symlink chain climbing out through another link is refused
   t.equal(ok.status, 200, 'leading .. and plain names stay accepted');
 });
 
-// Issue 13 item 9: a name longer than the file system takes was an ENAMETOOLONG from deep inside,
+// a name longer than the file system takes was an ENAMETOOLONG from deep inside,
 // answered 500.
 t.test('very long names answer 400, not 500, on every /files operation', async (t) => {
   const a = await startAgent();
@@ -281,7 +281,7 @@ t.test('very long names answer 400, not 500, on every /files operation', async (
   t.equal(code(tar), 'WS_ERR_VALIDATION');
 });
 
-// Issue 13 item 8: a command swapping a directory and a symlink to outside the root in a loop made
+// a command swapping a directory and a symlink to outside the root in a loop made
 // reads return the outside file and writes land outside. The opened file's real location (from the
 // kernel, after the open) must be inside, so a swap that wins the race is refused instead.
 t.test('a racing swapper (directory <-> symlink to outside) never gets a read or a write outside the root', async (t) => {

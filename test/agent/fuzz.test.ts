@@ -1,4 +1,4 @@
-// Issue 13 item 1 for the agent: no input may end it (it is the workspace container's main process:
+// No input may end the agent (it is the workspace container's main process:
 // its exit restarts the workspace). Generated requests go over raw sockets to a real agent process:
 // request lines and header blocks, /execute JSON bodies, /files names and bodies, tar uploads
 // (random bytes and mutated real archives). Afterwards it must still answer /health, and must not

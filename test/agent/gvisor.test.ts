@@ -111,7 +111,7 @@ t.test('the agent inside gVisor: /health, /execute, streaming, files, a timeout 
   const check = await run(`for p in ${pids.join(' ')}; do [ -d /proc/$p ] && [ "$(sed -e 's/.*) //' /proc/$p/stat | cut -c1)" != Z ] && echo "alive $p"; done; for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null | grep -qx "WORKSPACE_SANDBOX_EXEC_ID=${tree.execId}" && echo "tagged $p"; done; true`);
   t.equal(check.stdout, '', 'no process of the timed-out tree survives inside the sandbox');
   t.match(health.json(), { processIsolation: 'pid-namespace' }, 'an unprivileged agent gets a PID namespace per command under runsc');
-  // Issue 13 item 7: escapes that drop the exec id and leave the group, ended by a timeout and by a cancel.
+  // Escapes that drop the exec id and leave the group, ended by a timeout and by a cancel.
   const escapes = 'env -i setsid sleep 301.5 & (env -i setsid sh -c \'trap "" TERM; sleep 302.5\' &); unset WORKSPACE_SANDBOX_EXEC_ID; setsid sleep 303.5 & sleep 0.2; echo started; sleep 100';
   const marked = "for p in /proc/[0-9]*; do [ \"$(sed -e 's/.*) //' $p/stat 2>/dev/null | cut -c1)\" = Z ] && continue; tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q 'sleep 30[123]\\.5' && echo \"$p\"; done; true";
   t.equal((await run(escapes, { timeoutMs: 1000 })).reason, 'timeout');

@@ -1,4 +1,4 @@
-// Issue 13 item 6: output written one byte at a time used to be stored as one chunk per write, so
+// Output written one byte at a time used to be stored as one chunk per write, so
 // the output cap limited the bytes kept but not the memory (1 MiB cap: +45-70 MiB of RSS for 4 M
 // writes; 64 MiB cap: OOM-killed in a 2 GiB container). The agent's peak RSS is read from
 // /proc/<pid>/status (VmHWM) around a command that writes millions of single bytes.
@@ -48,7 +48,7 @@ t.test('the output caps follow the container\'s memory limit; settings that brea
   } catch (err) {
     fields = (err as ConfigError).problems.map((p) => p.field);
   }
-  t.same(fields.sort(), ['AGENT_MAX_OUTPUT_BYTES', 'AGENT_MAX_OUTPUT_BYTES_LIMIT', 'AGENT_OUTPUT_MEMORY_BYTES', 'AGENT_PORT'], 'a 1 GiB cap in a 2 GiB container (the OOM of issue 13) is refused at start, with everything else wrong');
+  t.same(fields.sort(), ['AGENT_MAX_OUTPUT_BYTES', 'AGENT_MAX_OUTPUT_BYTES_LIMIT', 'AGENT_OUTPUT_MEMORY_BYTES', 'AGENT_PORT'], 'a 1 GiB cap in a 2 GiB container (what once ended in an OOM kill) is refused at start, with everything else wrong');
 });
 
 t.test('buffered commands share one output budget: one that does not fit is refused with 429, and fits again later', async (t) => {

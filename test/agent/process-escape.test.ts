@@ -1,4 +1,4 @@
-// Issue 13 item 7: processes escaped the kill. The agent found a command's escaped descendants by an
+// Processes that escape the kill. The agent used to find a command's escaped descendants by an
 // environment tag, so anything that dropped the tag (`env -i`, `unset`, a renamed variable) and left
 // the process group (`setsid`, a double fork) survived a timeout or a cancel. Each command now has
 // its own PID namespace: every descendant is a member whatever it does, and the kernel kills all
@@ -9,7 +9,7 @@ import { randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { begin, call, frames, processesWith, startAgent, waitFor } from './harness.ts';
 
-/** The escapes of issue 13, each leaving a `sleep <marker>` behind; `$1` is the marker. */
+/** The escapes, each leaving a `sleep <marker>` behind; `$1` is the marker. */
 const ESCAPES: [string, string][] = [
   ['env -i setsid sleep &', 'env -i setsid sleep "$1" &'],
   ['unset the exec id; setsid sleep &', 'unset WORKSPACE_SANDBOX_EXEC_ID; setsid sleep "$1" &'],

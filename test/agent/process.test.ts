@@ -29,7 +29,7 @@ t.test('a bad configuration lists every problem at once and exits 1', async (t) 
   t.match(r.stderr, /AGENT_TOKEN_FILE.*belongs to the agent/);
 });
 
-// Issue 16: the file checks used to stop at the first one (a missing workspace root hid a bad token),
+// The file checks used to stop at the first one (a missing workspace root hid a bad token),
 // and a test that left no root set passed only where another test had created /workspace on the host.
 t.test('file problems are listed with the others: a missing workspace root, a weak token and a bad port all at once', async (t) => {
   const dir = tempDir();

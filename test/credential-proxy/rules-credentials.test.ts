@@ -1,4 +1,4 @@
-// /rules as a careless or compromised backend (or a leaked token) uses it (issue 13, items 4 and 9):
+// /rules as a careless or compromised backend (or a leaked token) uses it:
 // credentials are declared by the sidecar and only named by rules; per-pod tokens; the rule schema
 // refuses wildcards over public suffixes and header injection.
 import t from 'tap';

@@ -1,4 +1,4 @@
-// Redis as an attacker in the workspace meets it (issue 13, item 2): a real redis-server locked down
+// Redis as an attacker in the workspace meets it: a real redis-server locked down
 // with the shipped ACL, real proxies reading signed rule sets with the read-only user, the backend's
 // publisher as the only writer; and TLS to Redis (rediss://) with a CA file.
 import t from 'tap';

@@ -1,6 +1,5 @@
-// Acknowledged rule changes never roll back (issue 13, item 3) and survive a sidecar restart
-// (issue 14, section 4): real proxies, a real redis-server killed and restarted empty, the
-// backend's publisher, and the sidecar's state directory.
+// Acknowledged rule changes never roll back and survive a sidecar restart: real proxies, a real
+// redis-server killed and restarted empty, the backend's publisher, and the sidecar's state directory.
 import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -1,4 +1,4 @@
-// Issue 13 item 1 for the webhook: no input may end it. Generated requests (methods, paths, header
+// No input may end the webhook. Generated requests (methods, paths, header
 // blocks, AdmissionReview bodies whose fields hold hostile JSON) go to a live webhook over raw TLS
 // connections; afterwards it must still answer /healthz and must not have hit an error it did not
 // expect (each would be a bug, logged with WS_ERR_INTERNAL and counted). CI: fixed seed, bounded
