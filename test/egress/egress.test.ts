@@ -334,7 +334,9 @@ t.test('enforced egress: every way out but the gateway fails closed, as a proces
     sandbox = startSandbox({
       args: ['sleep', 'infinity'], cwd: dir, user: { uid: 1000, gid: 1000 }, netns: NS.podr, capabilities: [],
       env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' },
-      mounts: [{ destination: '/tmp' }, { destination: dir, source: dir, readonly: false }],
+      // A fresh /tmp, then the test's directory and the checkout (read-only) at their own paths:
+      // either may live under the host's /tmp (CI clones into a mktemp directory).
+      mounts: [{ destination: '/tmp' }, { destination: dir, source: dir, readonly: false }, { destination: REPO, source: REPO, readonly: true }],
     });
     const sb = sandbox;
     await waitReady(() => {
