@@ -336,7 +336,7 @@ t.test('enforced egress: every way out but the gateway fails closed, as a proces
       env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' },
       // A fresh /tmp, then the test's directory and the checkout (read-only) at their own paths:
       // either may live under the host's /tmp (CI clones into a mktemp directory).
-      mounts: [{ destination: '/tmp' }, { destination: dir, source: dir, readonly: false }, { destination: REPO, source: REPO, readonly: true }],
+      mounts: [{ destination: '/tmp' }, { destination: dir, source: dir, readonly: false }, { destination: REPO.replace(/\/$/, ''), source: REPO, readonly: true }],
     });
     const sb = sandbox;
     await waitReady(() => {
