@@ -1,15 +1,17 @@
 // The agent inside gVisor, driven over TCP from outside the sandbox, the way the backend reaches a
-// workspace Pod. The OCI bundle uses the host's / read-only as the root (so the project and its
-// Node 24 binary are visible at the same paths), a writable host directory as the workspace, the
+// workspace Pod. The OCI bundle's root looks like the host's / (its directories bound read-only:
+// hostLikeRoot of test/images/runsc.ts), a writable host directory as the workspace, the
 // host network (no network namespace: loopback reaches the agent), an unprivileged user, and the
 // agent as the container's PID 1. Missing runsc skips loudly; REQUIRE_RUNSC=1 (CI) makes it fail.
-// Every mount point lies inside the sandbox's own /tmp tmpfs: runsc creates a missing mount point in
-// the root filesystem, and with the host's / as the root that would be a directory on the host.
+// runsc creates a missing mount point in the root filesystem, through whatever is mounted there: the
+// root is a directory of the test's own, so the mount points the agent needs (/workspace and the
+// parts of the checkout under /workspace-sandbox) are made there, never on the host.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { hostLikeRoot } from '../images/runsc.ts';
 import { BIN, REPO, begin, call, frames, freePort, stream, tempDir, waitFor, waitHealthy } from './harness.ts';
 
 const RUNSC = process.env.RUNSC_BIN ?? 'runsc';
@@ -38,13 +40,15 @@ t.test('the agent inside gVisor: /health, /execute, streaming, files, a timeout 
   t.equal(spec.status, 0, 'runsc spec');
   const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8'));
   const port = await freePort();
-  config.root = { path: '/', readonly: true };
+  const rootfs = join(dir, 'rootfs');
+  config.root = { path: rootfs, readonly: true };
+  config.mounts.push(...hostLikeRoot(rootfs));
   config.process.terminal = false;
   config.process.user = { uid: 1000, gid: 1000 };
   // The sandbox user (uid 1000) may not traverse the checkout's parents (a clone into `mktemp -d` is
-  // 0700), so the parts the agent runs from are mounted under a fresh path in the /tmp tmpfs.
-  const inside = '/tmp/workspace-sandbox';
-  const workspaceInside = '/tmp/workspace';
+  // 0700), so the parts the agent runs from are mounted under a fresh path.
+  const inside = '/workspace-sandbox';
+  const workspaceInside = '/workspace';
   config.process.cwd = workspaceInside;
   const nodeRel = relative(REPO, process.execPath);
   const node = nodeRel.startsWith('..') ? process.execPath : join(inside, nodeRel);
@@ -134,5 +138,6 @@ t.test('the agent inside gVisor: /health, /execute, streaming, files, a timeout 
   runsc('kill', id, 'TERM');
   t.equal(await exited, 0, 'the sandbox exits cleanly on SIGTERM');
   t.match(output, /"msg":"shutdown complete"/);
-  t.same(readdirSync('/').sort(), hostRootBefore, 'the sandbox created nothing in the host\'s / (mount points live in its own /tmp)');
+  t.same(readdirSync('/').sort(), hostRootBefore, 'the sandbox created nothing in the host\'s / (its mount points live in its own root)');
+  t.same(readdirSync(rootfs).filter((n) => n === 'workspace' || n === 'workspace-sandbox').sort(), ['workspace', 'workspace-sandbox'], 'they were made in the sandbox\'s root');
 });

@@ -77,7 +77,7 @@ const NOT_FROM_HOST = new Set(['proc', 'sys', 'dev', 'tmp', 'run', 'lost+found']
  * but whose own entries are ours: a volume at a path the host lacks (/workspace) gets its mount
  * point here.
  */
-function hostLikeRoot(root: string): { destination: string; type: string; source: string; options: string[] }[] {
+export function hostLikeRoot(root: string): { destination: string; type: string; source: string; options: string[] }[] {
   mkdirSync(root);
   const mounts = [];
   for (const name of readdirSync('/')) {
