@@ -72,7 +72,7 @@ export class DownloadRelay {
     }
     this.#inFlight++;
     const more = this.#client.write(chunk, () => this.#release(buf));
-    if (!more || this.#inFlight >= RELAY_BUFFERS) return this.#pause();
+    if (!more || this.#inFlight >= RELAY_BUFFERS) return this.#pause(!more);
     return true;
   }
 
@@ -82,9 +82,13 @@ export class DownloadRelay {
     if (this.#waiting && this.#client.writableLength === 0) this.#resume();
   }
 
-  #pause(): false {
+  /**
+   * Stops reading the upstream until the client catches up: at its 'drain' when the write said so
+   * (only a refused write is followed by one), else when the last buffer in flight is released.
+   */
+  #pause(awaitDrain: boolean): false {
     this.#waiting = true;
-    this.#client.once('drain', () => this.#resume());
+    if (awaitDrain) this.#client.once('drain', () => this.#resume());
     return false;
   }
 
