@@ -7,7 +7,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { createGuard, type Guard } from '../lib/guard.ts';
+import { answerInternalError, createGuard, type Guard } from '../lib/guard.ts';
 import { listen, type BoundAddress } from '../lib/server.ts';
 import { createAdminApp, type ReadinessReport } from './admin.ts';
 import { createAuditLog } from './audit.ts';
@@ -203,11 +203,7 @@ export function createProxy(config: ProxyConfig, deps: ProxyDeps): ProxyInstance
     readiness,
   });
   const adminServer = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: config.HEADER_TIMEOUT_MS });
-  const failAdmin = (_err: unknown, _req: IncomingMessage, res: ServerResponse) => {
-    if (res.headersSent) return void res.destroy();
-    res.writeHead(500, { 'content-type': 'application/json; charset=utf-8', connection: 'close' });
-    res.end(JSON.stringify({ error: { code: INTERNAL.code, message: INTERNAL.reason } }));
-  };
+  const failAdmin = (_err: unknown, _req: IncomingMessage, res: ServerResponse) => answerInternalError(res, 'application/json; charset=utf-8', JSON.stringify({ error: { code: INTERNAL.code, message: INTERNAL.reason } }));
   adminServer.on('request', guard.wrap('admin.request', (req: IncomingMessage, res: ServerResponse) => adminApp(req, res), failAdmin));
   // `Expect: 100-continue` is answered by the route, after the token check: a caller without one
   // gets its 401 before it sends the body.

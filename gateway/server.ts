@@ -14,7 +14,7 @@ import { upstreamFailure } from '../credential-proxy/connect.ts';
 import { localInterfaceAddresses, staticHostsResolver, systemResolver, type Resolver } from '../credential-proxy/resolve.ts';
 import { headerSafe } from '../credential-proxy/respond.ts';
 import { HEADER_DENY_REASON, PRODUCT } from '../lib/constants.ts';
-import { createGuard } from '../lib/guard.ts';
+import { answerInternalError, createGuard } from '../lib/guard.ts';
 import { metricsHandler } from '../lib/metrics.ts';
 import { DownloadRelay, startRelay } from '../lib/relay.ts';
 import { listen, type BoundAddress } from '../lib/server.ts';
@@ -75,14 +75,8 @@ function refuse(socket: Duplex, status: number, reason: string, extraHeaders: st
   socket.once('close', () => clearTimeout(timer));
 }
 
-/** The answer of a guarded request handler that failed: 500 if nothing was sent yet, else a cut. */
-function failResponse(res: ServerResponse): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' }).end(`${PRODUCT} gateway: internal error\n`);
-}
+/** The answer of a guarded request handler that failed. */
+const failResponse = (res: ServerResponse) => answerInternalError(res, 'text/plain; charset=utf-8', `${PRODUCT} gateway: internal error\n`);
 
 export function createGateway(config: GatewayConfig, deps: GatewayDeps): GatewayInstance {
   const { logger } = deps;

@@ -4,6 +4,7 @@
 // process-level safety net catches what escapes a handler through an event callback; it keeps the
 // process up too, but never silently: each catch is an error line and a counter step, so a bug
 // shows on the dashboards instead of as restarts.
+import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { Counter, Registry } from 'prom-client';
 
@@ -68,6 +69,15 @@ export function createGuard(options: { logger: Logger; registry?: Registry | und
     run,
     wrap: (where, fn, recover) => (...args) => run(where, () => fn(...args), (err) => recover(err, ...args)),
   };
+}
+
+/** A failed request handler's answer: 500 with `body` if nothing was sent yet, else the connection is cut. */
+export function answerInternalError(res: ServerResponse, contentType: string, body: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(500, { 'content-type': contentType, connection: 'close' }).end(body);
 }
 
 /**

@@ -202,3 +202,23 @@ t.test('per-pod tunnel limit', async (t) => {
   a.socket.destroy();
   b.socket.destroy();
 });
+
+t.test('a bug in a handler (a dial that throws) is answered 500, logged and counted, and the gateway keeps serving', async (t) => {
+  let planted = true;
+  const g = await startGateway(t, {}, {
+    connect: (target) => {
+      if (planted) throw new Error('planted bug');
+      return netConnect({ host: '127.0.0.1', port: g.upstreamPort, onread: target.onread });
+    },
+  });
+  const token = g.api.mint(g.pod);
+  const bad = await exchange(g.port, connectRequest('api.lab.test:443', token));
+  t.equal(bad.status, 500);
+  t.match(g.logs.text(), /"code":"WS_ERR_INTERNAL".*"where":"gateway.connect"|"where":"gateway.connect".*"code":"WS_ERR_INTERNAL"/);
+  t.match(await metricsText(g.metricsPort), /unexpected_errors_total\{where="gateway.connect",program="gateway"\} 1/);
+  planted = false;
+  const good = await exchange(g.port, connectRequest('api.lab.test:443', token));
+  t.equal(good.status, 200, 'the next CONNECT is served');
+  t.equal(await echo(good.socket, 'ping'), 'ping');
+  good.socket.destroy();
+});
