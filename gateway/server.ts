@@ -113,7 +113,11 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       anonymous({ kind: 'connect', decision: 'deny', host: target, port: 0, status, reason, bytesUp: 0, bytesDown: 0, durationMs: performance.now() - started });
       refuse(socket, status, reason, extra);
     };
-    if (active >= config.MAX_TUNNELS) return early(429, `the gateway is at its tunnel limit (${config.MAX_TUNNELS})`);
+    const atLimit = () => active >= config.MAX_TUNNELS;
+    const limitReason = `the gateway is at its tunnel limit (${config.MAX_TUNNELS})`;
+    // Checked before the token review (a full gateway spends nothing on it) and again below, with no
+    // await before the count: CONNECTs reviewed at the same time must not all pass the first check.
+    if (atLimit()) return early(429, limitReason);
 
     const auth = await validator.validate(req.headers['proxy-authorization'], client);
     metrics.tokenReviews.inc({ cached: String(auth.cached) });
@@ -134,6 +138,10 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       return refuse(socket, 429, `pod ${podKey} has ${podActive} open tunnels (limit ${config.MAX_TUNNELS_PER_POD})`);
     }
 
+    if (atLimit()) {
+      audit({ kind: 'connect', decision: 'deny', host: target, port: 0, status: 429, reason: 'gateway tunnel limit', bytesUp: 0, bytesDown: 0, durationMs: performance.now() - started });
+      return refuse(socket, 429, limitReason);
+    }
     // Counted from here: resolving and dialling hold resources too.
     active++;
     perPod.set(podKey, podActive + 1);

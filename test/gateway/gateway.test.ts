@@ -181,14 +181,13 @@ t.test('an unreachable API server closes the gateway (503), and the failure is n
   t.same(g.dialled, []);
 });
 
-t.test('the gateway\'s tunnel cap answers 429 with its reason', async (t) => {
-  const g = await startGateway(t, { MAX_TUNNELS: '1' });
+t.test('the gateway\'s tunnel cap holds for CONNECTs that arrive together, and answers 429 with its reason', async (t) => {
+  const g = await startGateway(t, { MAX_TUNNELS: '2', MAX_TUNNELS_PER_POD: '100' });
   const token = g.api.mint(g.pod);
-  const a = await exchange(g.port, connectRequest('api.lab.test:443', token));
-  const b = await exchange(g.port, connectRequest('api.lab.test:443', token));
-  t.same([a.status, b.status], [200, 429]);
-  t.match(b.header(HEADER_DENY_REASON), /tunnel limit \(1\)/);
-  a.socket.destroy();
+  const all = await Promise.all(Array.from({ length: 10 }, () => exchange(g.port, connectRequest('api.lab.test:443', token))));
+  t.same(all.map((r) => r.status).sort(), [200, 200, 429, 429, 429, 429, 429, 429, 429, 429]);
+  t.match(all.find((r) => r.status === 429)!.header(HEADER_DENY_REASON), /tunnel limit \(2\)/);
+  for (const r of all) r.socket.destroy();
 });
 
 t.test('per-pod tunnel limit', async (t) => {
