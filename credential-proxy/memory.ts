@@ -47,9 +47,18 @@ export interface MemoryBudget {
   readonly shedAtBytes: number;
 }
 
-/** The tunnel cap a memory limit allows. */
-export function maxTunnelsFor(limitBytes: number): number {
-  return Math.max(1, Math.floor(((limitBytes - RESERVE_BYTES) * TUNNEL_SHARE) / TUNNEL_WORST_CASE_BYTES));
+/**
+ * The tunnel cap a memory limit allows: `share` of what is above `reserve`, at the worst case per
+ * tunnel. The proxy's defaults; the egress gateway, which relays the same way, passes its own.
+ */
+export function maxTunnelsFor(limitBytes: number, reserve = RESERVE_BYTES, share = TUNNEL_SHARE): number {
+  return Math.max(1, Math.floor(((limitBytes - reserve) * share) / TUNNEL_WORST_CASE_BYTES));
+}
+
+/** Why `maxTunnels` is more than `limitBytes` allows, or undefined when it is not. */
+export function tunnelCapProblem(limitBytes: number, maxTunnels: number, allowed: number): string | undefined {
+  if (maxTunnels <= allowed) return undefined;
+  return `at most ${allowed} with MEMORY_LIMIT_BYTES=${limitBytes} (${TUNNEL_WORST_CASE_BYTES / 1024} KiB per tunnel at worst); raise the memory limit or lower the cap`;
 }
 
 /**
@@ -61,9 +70,8 @@ export function memoryBudget(limitBytes: number, maxTunnels?: number): MemoryBud
     throw new WorkspaceSandboxError('WS_ERR_CONFIG_INVALID', `must be more than the proxy's ${RESERVE_BYTES / 1048576} MiB reserve`);
   }
   const allowed = maxTunnelsFor(limitBytes);
-  if (maxTunnels !== undefined && maxTunnels > allowed) {
-    throw new WorkspaceSandboxError('WS_ERR_CONFIG_INVALID', `at most ${allowed} with MEMORY_LIMIT_BYTES=${limitBytes} (${TUNNEL_WORST_CASE_BYTES / 1024} KiB per tunnel at worst); raise the memory limit or lower the cap`);
-  }
+  const problem = maxTunnels === undefined ? undefined : tunnelCapProblem(limitBytes, maxTunnels, allowed);
+  if (problem) throw new WorkspaceSandboxError('WS_ERR_CONFIG_INVALID', problem);
   const tunnels = maxTunnels ?? allowed;
   return Object.freeze({
     limitBytes,

@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { env, parseConfig, pickEnv, ConfigError, type DeepReadonly } from '../lib/config.ts';
 import { GATEWAY_AUDIENCE, NAMESPACES, PORTS } from '../lib/constants.ts';
-import { TUNNEL_WORST_CASE_BYTES } from '../credential-proxy/memory.ts';
+import { maxTunnelsFor, tunnelCapProblem } from '../credential-proxy/memory.ts';
 import { rulesFromAllowedDomains, RuleSetError, type Rule } from '../credential-proxy/rules.ts';
 import { parseLabCidr, type Cidr } from './lab-ranges.ts';
 
@@ -21,13 +21,11 @@ export const GATEWAY_DEFAULT_MEMORY_LIMIT_BYTES = 2048 * MiB;
 export const GATEWAY_RESERVE_BYTES = 192 * MiB;
 
 /**
- * The tunnel cap a memory limit allows. A tunnel's worst case is the credential proxy's
- * (TUNNEL_WORST_CASE_BYTES): both relay with lib/relay.ts, and the worst is an upload to an
- * upstream that never reads; a download to a client that never reads measured ~80 KiB here.
+ * The tunnel cap a memory limit allows: all of it above the reserve, at the credential proxy's
+ * worst case per tunnel (both relay with lib/relay.ts; the worst is an upload to an upstream that
+ * never reads; a download to a client that never reads measured ~80 KiB here).
  */
-export function gatewayMaxTunnelsFor(limitBytes: number): number {
-  return Math.max(1, Math.floor((limitBytes - GATEWAY_RESERVE_BYTES) / TUNNEL_WORST_CASE_BYTES));
-}
+export const gatewayMaxTunnelsFor = (limitBytes: number): number => maxTunnelsFor(limitBytes, GATEWAY_RESERVE_BYTES, 1);
 
 export const gatewayEnvSchema = z.object({
   GATEWAY_HOST: env.string().default('0.0.0.0'),
@@ -75,10 +73,8 @@ export const gatewayEnvSchema = z.object({
   if (c.GATEWAY_PORT !== 0 && c.GATEWAY_PORT === c.GATEWAY_METRICS_PORT) {
     ctx.addIssue({ code: 'custom', path: ['GATEWAY_METRICS_PORT'], message: 'must differ from GATEWAY_PORT' });
   }
-  const allowed = gatewayMaxTunnelsFor(c.MEMORY_LIMIT_BYTES);
-  if (c.MAX_TUNNELS !== undefined && c.MAX_TUNNELS > allowed) {
-    ctx.addIssue({ code: 'custom', path: ['MAX_TUNNELS'], message: `at most ${allowed} with MEMORY_LIMIT_BYTES=${c.MEMORY_LIMIT_BYTES} (${TUNNEL_WORST_CASE_BYTES / 1024} KiB per tunnel at worst); raise the memory limit or lower the cap` });
-  }
+  const problem = c.MAX_TUNNELS === undefined ? undefined : tunnelCapProblem(c.MEMORY_LIMIT_BYTES, c.MAX_TUNNELS, gatewayMaxTunnelsFor(c.MEMORY_LIMIT_BYTES));
+  if (problem) ctx.addIssue({ code: 'custom', path: ['MAX_TUNNELS'], message: problem });
   c.GATEWAY_LAB_CIDRS.forEach((entry, i) => {
     const parsed = parseLabCidr(entry);
     if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', path: ['GATEWAY_LAB_CIDRS', i], message: parsed });

@@ -3,7 +3,7 @@
 import t from 'tap';
 import { ConfigError } from '../../lib/config.ts';
 import { GATEWAY_AUDIENCE, NAMESPACES, PORTS } from '../../lib/constants.ts';
-import { GATEWAY_RESERVE_BYTES, gatewayMaxTunnelsFor, loadGatewayConfig } from '../../gateway/config.ts';
+import { GATEWAY_RESERVE_BYTES, loadGatewayConfig } from '../../gateway/config.ts';
 import { TUNNEL_WORST_CASE_BYTES } from '../../credential-proxy/memory.ts';
 import { cidrContains, parseLabCidr } from '../../gateway/lab-ranges.ts';
 
@@ -24,7 +24,7 @@ t.test('the tunnel cap derives from the memory limit at the worst case per tunne
   t.equal(c.MEMORY_LIMIT_BYTES, 2 * 1024 ** 3);
   t.equal(c.MAX_TUNNELS, 4949, '2 GiB: (2048 - 192) MiB / 384 KiB');
   t.ok(GATEWAY_RESERVE_BYTES + c.MAX_TUNNELS * TUNNEL_WORST_CASE_BYTES <= c.MEMORY_LIMIT_BYTES, 'every tunnel at its worst still fits the limit');
-  t.equal(loadGatewayConfig({ MEMORY_LIMIT_BYTES: String(4 * 1024 ** 3) }).MAX_TUNNELS, gatewayMaxTunnelsFor(4 * 1024 ** 3));
+  t.equal(loadGatewayConfig({ MEMORY_LIMIT_BYTES: String(4 * 1024 ** 3) }).MAX_TUNNELS, 10410, '4 GiB: (4096 - 192) MiB / 384 KiB');
   t.equal(loadGatewayConfig({ MAX_TUNNELS: '100' }).MAX_TUNNELS, 100, 'a lower cap is kept');
   t.throws(() => loadGatewayConfig({ MAX_TUNNELS: '5000' }), /MAX_TUNNELS: at most 4949 with MEMORY_LIMIT_BYTES=2147483648/, 'a cap the limit cannot hold is refused at start');
   t.throws(() => loadGatewayConfig({ MEMORY_LIMIT_BYTES: String(GATEWAY_RESERVE_BYTES) }), /MEMORY_LIMIT_BYTES/);
