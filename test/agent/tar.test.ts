@@ -105,6 +105,20 @@ t.test('limits: entry size from the header, total bytes, entry count', async (t)
   t.equal((await readAll(chunks(tar, 512), { ...LIMITS, maxEntryBytes: 5000, maxEntries: 2 })).length, 2, 'at the limits: fine');
 });
 
+t.test('pax headers cannot make the reader parse more than maxMetaBytes at once, whatever keys they hold', async (t) => {
+  // Many short records of keys the reader does not use: refused by size before any is parsed.
+  const records = Object.fromEntries(Array.from({ length: 30_000 }, (_, i) => [`k${i}`, 'v']));
+  await t.rejects(readAll(chunks(pythonTar([{ name: 'a', data: 'x', pax: records }]), 4096), { ...LIMITS, maxMetaBytes: 64 * 1024 }),
+    { code: 'WS_ERR_INVALID_TAR', message: /pax header/ }, 'a local header over the limit');
+  await t.rejects(readAll(chunks(pythonTar([{ name: 'a', data: 'x' }], 'pax', records), 4096), { ...LIMITS, maxMetaBytes: 64 * 1024 }),
+    { code: 'WS_ERR_INVALID_TAR', message: /pax header/ }, 'a global header over the limit');
+  // A global header is never merged into the entries that follow: each entry's own records apply.
+  const global = { comment: 'g'.repeat(1000), path: 'from-global' };
+  const many = pythonTar(Array.from({ length: 200 }, (_, i) => ({ name: `f${i}`, data: `${i}`, pax: { comment: 'local' } })), 'pax', global);
+  const read = await readAll(chunks(many, 4096));
+  t.same(read.map((e) => e.path), Array.from({ length: 200 }, (_, i) => `f${i}`));
+});
+
 function fixChecksum(b: Buffer): Buffer {
   b.fill(0x20, 148, 156);
   let sum = 0;

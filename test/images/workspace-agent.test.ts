@@ -105,7 +105,7 @@ t.test('from an empty directory over TCP: /health, /execute and a tar upload', a
   const timeout = await fetchText(`${base}/execute`, { method: 'POST', headers: json(), body: JSON.stringify({ cmd: ['sh', '-c', 'sleep 100 & sleep 100'], timeoutMs: 300 }) });
   t.equal(JSON.parse(timeout.body).reason, 'timeout');
 
-  // The batch upload's tar reader (tar-stream) is in the bundle too.
+  // The batch upload's tar reader is in the executable too.
   const tar = pythonTar([{ name: 'd', type: 'dir', mode: 0o755 }, { name: `d/${'n'.repeat(120)}`, data: 'from a tar' }]);
   const up = await fetchText(`${base}/files/up`, { method: 'POST', headers: { 'content-type': 'application/x-tar' }, body: tar });
   t.equal(up.status, 200, 'POST /files (tar)');
