@@ -3,7 +3,7 @@
 // client untouched (the client's next request is decided on its own); hop-by-hop and Proxy-*
 // headers never cross the proxy.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { http } from './builtins.ts';
+import { http } from '../lib/builtins.ts';
 import { performance } from 'node:perf_hooks';
 import type { ProxyServer } from 'http-proxy-3';
 import { decide } from './decide.ts';

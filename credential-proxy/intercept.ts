@@ -11,7 +11,7 @@
 // InvokeModelWithResponseStream work over HTTP/1.1; the bidirectional stream needs HTTP/2.
 import { readFileSync } from 'node:fs';
 import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { http as nodeHttp, https, tls } from './builtins.ts';
+import { http as nodeHttp, https, tls } from '../lib/builtins.ts';
 import type { Agent } from 'node:https';
 import { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';

@@ -3,7 +3,7 @@
 // One key serves every leaf of the process, and minting a leaf is one CA signature. The cache holds ready TLS contexts, so a new
 // intercepted connection to a known host costs only the handshake.
 import type { SecureContext } from 'node:tls';
-import { tls } from './builtins.ts';
+import { tls } from '../lib/builtins.ts';
 import { issueCertificate, type CertificateAuthority, type KeyPair } from '../lib/certs.ts';
 
 export const LEAF_CACHE_SIZE = 256;

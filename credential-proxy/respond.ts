@@ -2,7 +2,7 @@
 // it even for a failed CONNECT, whose body curl does not print), and a short body naming the host
 // and the reason: JSON for clients that accept it, text otherwise.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { http } from './builtins.ts';
+import { http } from '../lib/builtins.ts';
 import type { Duplex } from 'node:stream';
 import { HEADER_DENY_REASON } from '../lib/constants.ts';
 import type { ErrorCode } from '../lib/errors.ts';

@@ -2,7 +2,7 @@
 // port 0 and injected dependencies (resolver, log destination, store, interceptor); main.ts calls
 // it with the real ones.
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import { http } from './builtins.ts';
+import { http } from '../lib/builtins.ts';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';

@@ -12,7 +12,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { connect as netConnect, type Socket, type OnReadOpts } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
-import { tls as nodeTls } from './builtins.ts';
+import { tls as nodeTls } from '../lib/builtins.ts';
 import { headerSafe } from './respond.ts';
 import { resolveChecked, type OwnListeners, type ResolvedAddress, type Resolver } from './resolve.ts';
 

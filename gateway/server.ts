@@ -3,7 +3,7 @@
 // revealed), the pod's own tunnel limit, the policy (policy.ts), then the dial to the checked
 // address and a byte pump with backpressure both ways. Every refusal carries its reason in
 // X-Workspace-Sandbox-Deny-Reason and writes the canonical audit line naming the pod.
-import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { connect as netConnect, type OnReadOpts, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
@@ -14,6 +14,7 @@ import { upstreamFailure } from '../credential-proxy/connect.ts';
 import { localInterfaceAddresses, staticHostsResolver, systemResolver, type Resolver } from '../credential-proxy/resolve.ts';
 import { headerSafe } from '../credential-proxy/respond.ts';
 import { HEADER_DENY_REASON, PRODUCT } from '../lib/constants.ts';
+import { http } from '../lib/builtins.ts';
 import { answerInternalError, createGuard } from '../lib/guard.ts';
 import { metricsHandler } from '../lib/metrics.ts';
 import { DownloadRelay, startRelay } from '../lib/relay.ts';
@@ -61,7 +62,7 @@ function refuse(socket: Duplex, status: number, reason: string, extraHeaders: st
   }
   const body = `${PRODUCT} gateway: ${reason}\n`;
   socket.end([
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}`,
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}`,
     `${HEADER_DENY_REASON}: ${headerSafe(reason)}`,
     ...extraHeaders,
     'Content-Type: text/plain; charset=utf-8',
@@ -233,7 +234,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     });
   };
 
-  const server = createServer({
+  const server = http.createServer({
     maxHeaderSize: MAX_HEADER_BYTES,
     headersTimeout: config.HEADER_TIMEOUT_MS,
     requestTimeout: config.HEADER_TIMEOUT_MS,
@@ -275,7 +276,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
   }, (_err, _clientErr, socket) => socket.destroy()));
 
   let ready = false;
-  const metricsServer = createServer({ maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: config.HEADER_TIMEOUT_MS });
+  const metricsServer = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: config.HEADER_TIMEOUT_MS });
   metricsServer.on('request', guard.wrap('gateway.metrics', (req: IncomingMessage, res: ServerResponse) => {
     req.resume();
     const path = (req.url ?? '').split('?')[0];

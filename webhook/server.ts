@@ -20,12 +20,10 @@ import {
 } from './admission.ts';
 import { configHash, type InjectionConfig, type WebhookEnv } from './config.ts';
 import { ConfigWatcher } from './config-watcher.ts';
+import { http } from '../lib/builtins.ts';
 import { createWebhookMetrics, type WebhookMetrics } from './metrics.ts';
 
-// node:http through process.getBuiltinModule, not an `import`: an ES-module import builds a
-// namespace from every export, which runs node:http's lazy WebSocket getters and loads Node's
-// bundled undici (~12 MiB resident) that this program never uses.
-const { createServer: createHttpServer } = process.getBuiltinModule('node:http');
+const { createServer: createHttpServer } = http;
 
 /**
  * Largest AdmissionReview accepted. etcd's default request limit is 1.5 MiB and the API server
