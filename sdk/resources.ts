@@ -16,7 +16,14 @@ export interface ResolvedResources {
   memoryQuantity: string;
 }
 
-/** The requested resources (or the defaults), refused when malformed or over the ceiling. */
+/**
+ * The least a workspace may ask for. Docker reads a zero limit (what 0.4n CPUs or 1m of memory
+ * round to) as no limit at all, and refuses memory below 6 MiB.
+ */
+const MIN_CPU = 0.001;
+const MIN_MEMORY_BYTES = 6 * 1024 * 1024;
+
+/** The requested resources (or the defaults), refused when malformed, below the least or over the ceiling. */
 export function resolveResources(requested: Resources | undefined, defaults: Required<Resources>, max: Required<Resources>): ResolvedResources {
   const cpuQuantity = requested?.cpu ?? defaults.cpu;
   const memoryQuantity = requested?.memory ?? defaults.memory;
@@ -24,8 +31,10 @@ export function resolveResources(requested: Resources | undefined, defaults: Req
   const memoryBytes = parseQuantity(memoryQuantity);
   const problems: string[] = [];
   if (cpu === undefined || cpu <= 0) problems.push(`cpu ${JSON.stringify(cpuQuantity)} is not a positive quantity (e.g. 500m, 2)`);
+  else if (cpu < MIN_CPU) problems.push(`cpu ${cpuQuantity} is below 1m (a smaller limit reads as none)`);
   else if (cpu > parseQuantity(max.cpu)!) problems.push(`cpu ${cpuQuantity} is above the allowed ${max.cpu}`);
   if (memoryBytes === undefined || memoryBytes <= 0) problems.push(`memory ${JSON.stringify(memoryQuantity)} is not a positive quantity (e.g. 512Mi, 2Gi)`);
+  else if (memoryBytes < MIN_MEMORY_BYTES) problems.push(`memory ${memoryQuantity} is below 6Mi (the least a container engine takes; a smaller limit reads as none)`);
   else if (memoryBytes > parseQuantity(max.memory)!) problems.push(`memory ${memoryQuantity} is above the allowed ${max.memory}`);
   if (problems.length > 0) throw new WorkspaceError('WS_ERR_INVALID_OPTIONS', `resources refused: ${problems.join('; ')}`, { details: problems });
   return { cpu: cpu!, memoryBytes: Math.floor(memoryBytes!), cpuQuantity, memoryQuantity };

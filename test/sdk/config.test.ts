@@ -53,6 +53,7 @@ t.test('resources, labels, domains', async (t) => {
   const max = { cpu: '2', memory: '4Gi' };
   t.match(resolveResources({ cpu: '250m' }, { cpu: '1', memory: '1Gi' }, max), { cpu: 0.25, memoryBytes: 2 ** 30 });
   t.throws(() => resolveResources({ cpu: '3', memory: '-1' }, { cpu: '1', memory: '1Gi' }, max), { code: 'WS_ERR_INVALID_OPTIONS', details: [/above the allowed 2/, /not a positive quantity/] });
+  t.throws(() => resolveResources({ cpu: '0.4n', memory: '1m' }, { cpu: '1', memory: '1Gi' }, max), { code: 'WS_ERR_INVALID_OPTIONS', details: [/below 1m/, /below 6Mi/] }, 'limits that round to zero (no limit) are refused');
   t.throws(() => workspaceLabels({ owner: 'b', conversationId: undefined, pool: undefined, labels: { 'workspace-sandbox.io/conversation': 'steal' } }), { code: 'WS_ERR_INVALID_OPTIONS' });
   t.throws(() => workspaceLabels({ owner: 'b', conversationId: undefined, pool: undefined, labels: { ok: 'bad value!' } }), { code: 'WS_ERR_INVALID_OPTIONS' });
   t.same(domainRules(['a.example.com', '*.b.example.com:8443']), [
