@@ -49,7 +49,9 @@ t.test('fuzz: the gateway survives whatever a workspace sends it', async (t) => 
       fc.string({ unit: 'binary-ascii', maxLength: 200 }),
       fc.constantFrom('Bearer', 'Bearer ', 'Basic dXNlcjpwYXNz', 'bearer x.y.z', 'Bearer ..', 'Bearer a.b', 'Bearer e30.e30.', `Bearer ${'a'.repeat(15_000)}`),
       fc.integer({ min: 0, max: token.length - 1 }).map((n) => `Bearer ${token.slice(0, n)}`),
-      fc.tuple(fc.integer({ min: 0, max: token.length - 1 }), fc.string({ unit: 'binary-ascii', minLength: 1, maxLength: 1 })).map(([i, c]) => `Bearer ${token.slice(0, i)}${c}${token.slice(i + 1)}`),
+      // Any character but the signature's last: its low bits are base64url padding, so other
+      // characters there decode to the same signature (the same token, rightly accepted).
+      fc.tuple(fc.integer({ min: 0, max: token.length - 2 }), fc.string({ unit: 'binary-ascii', minLength: 1, maxLength: 1 })).map(([i, c]) => `Bearer ${token.slice(0, i)}${c}${token.slice(i + 1)}`),
     );
     await fc.assert(fc.asyncProperty(credential, async (value) => {
       const reply = await sendRaw(gw, rawRequest('CONNECT', 'api.lab.test:443', ['Host: api.lab.test:443', `Proxy-Authorization: ${value}`]), { idleMs: 50 });

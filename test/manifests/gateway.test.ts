@@ -5,7 +5,8 @@
 import t from 'tap';
 import { nonPublicGlobalIPv6Cidrs, nonPublicIPv4Cidrs } from '../../credential-proxy/address.ts';
 import { GATEWAY_AUDIENCE, GATEWAY_NAMESPACE, GATEWAY_SERVICE, NAMESPACES, PORTS } from '../../lib/constants.ts';
-import { loadGatewayConfig } from '../../gateway/config.ts';
+import { GATEWAY_DEFAULT_MEMORY_LIMIT_BYTES, loadGatewayConfig } from '../../gateway/config.ts';
+import { parseQuantity } from '../../lib/quantity.ts';
 import { OVERLAYS, find, findAll, kubectlSkipReason, renderOverlay } from './render.ts';
 
 const skip = kubectlSkipReason();
@@ -20,7 +21,12 @@ for (const overlay of OVERLAYS) {
     const d = find<Json>(objs, 'Deployment', GATEWAY_SERVICE, ns);
     const c = d.spec.template.spec.containers[0];
     const env = Object.fromEntries(c.env.map((e: Json) => [e.name, e.value])) as Record<string, string>;
+    // The memory limit reaches the gateway through the downward API, as the kubelet resolves it.
+    const memory = c.env.find((e: Json) => e.name === 'MEMORY_LIMIT_BYTES');
+    t.same(memory?.valueFrom, { resourceFieldRef: { containerName: c.name, resource: 'limits.memory' } }, 'MEMORY_LIMIT_BYTES is the container\'s limit');
+    env.MEMORY_LIMIT_BYTES = String(parseQuantity(c.resources.limits.memory));
     const config = loadGatewayConfig(env);
+    t.equal(config.MEMORY_LIMIT_BYTES, GATEWAY_DEFAULT_MEMORY_LIMIT_BYTES, 'the manifests\' limit is the default the tunnel cap is documented for');
     t.same(c.args, ['gateway']);
     t.equal(config.GATEWAY_PORT, PORTS.gateway);
     t.equal(config.GATEWAY_AUDIENCE, GATEWAY_AUDIENCE);
