@@ -1,7 +1,8 @@
 // The per-pod ephemeral CA that signs the leaves of intercepted hosts.
 //
-// Made at start, held only in this process: the key is never written anywhere, so a leaked
-// `ca.crt` lets nobody impersonate a host to this pod, and no other pod trusts it. The workspace
+// Made at start; the key stays in this process and in the sidecar's own state volume (so a restarted
+// sidecar keeps the CA the workspace trusts; ca-state.ts), never in the volume the workspace
+// shares, so a leaked `ca.crt` lets nobody impersonate a host to this pod, and no other pod trusts it. The workspace
 // trusts it through the files written into the shared volume (the webhook points SSL_CERT_FILE,
 // REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, AWS_CA_BUNDLE, GIT_SSL_CAINFO at the bundle and
 // NODE_EXTRA_CA_CERTS at ca.crt).
