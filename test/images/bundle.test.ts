@@ -74,3 +74,25 @@ t.test('the proxy runs from its bundle alone: ready, then a clean exit on SIGTER
   const [code] = await once(child, 'exit') as [number | null];
   t.equal(code, 0, 'drained and exited 0');
 });
+
+t.test('the webhook runs from its bundle alone: its metrics (prom-client as bundled) are served, then a clean exit on SIGTERM', async (t) => {
+  const [webhookPort, metricsPort] = [await freePort(), await freePort()];
+  const child = spawn(NODE, [bundles.webhook, 'webhook'], {
+    cwd: dir,
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...CLEAN_ENV, WEBHOOK_HOST: '127.0.0.1', WEBHOOK_PORT: String(webhookPort), METRICS_HOST: '127.0.0.1', METRICS_PORT: String(metricsPort), LOG_LEVEL: 'warn' },
+  });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
+  t.teardown(() => { child.kill('SIGKILL'); });
+  let metrics = '';
+  for (let i = 0; i < 600 && !metrics.includes('admission_') && child.exitCode === null; i++) {
+    metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => (r.ok ? r.text() : ''), () => '');
+    if (!metrics.includes('admission_')) await new Promise((r) => setTimeout(r, 50));
+  }
+  t.match(metrics, /# TYPE \w*admission\w* (counter|histogram)/, `metrics served (stderr: ${stderr.slice(-1000)})`);
+  t.match(metrics, /process_resident_memory_bytes/, 'with the process metrics');
+  child.kill('SIGTERM');
+  const [code] = await once(child, 'exit') as [number | null];
+  t.equal(code, 0, 'drained and exited 0');
+});
